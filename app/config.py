@@ -1,0 +1,114 @@
+"""Settings, one pydantic-settings class per process.
+
+Every knob is an environment variable with a sensible default; names carry no
+prefix so that ``make run``, ``docker compose`` and a Spark cluster all read the
+same ones (README has the table).  Only entry points build these objects.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app import PROJECT_ROOT
+
+_COMMON = SettingsConfigDict(extra="forbid", case_sensitive=False, env_nested_delimiter="__")
+
+
+class KafkaSettings(BaseSettings):
+    """How clients reach Kafka, and the topics the product uses."""
+
+    model_config = _COMMON
+
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    kafka_input_topic: str = "transactions.hourly"
+    kafka_scored_topic: str = "transactions.scored"
+    kafka_deadletter_topic: str = "transactions.deadletter"
+    kafka_partitions: int = Field(default=4, ge=1)
+    kafka_replication_factor: int = Field(default=1, ge=1)
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = None
+    kafka_ssl_cafile: str | None = None
+    kafka_request_timeout_ms: int = Field(default=30_000, ge=1_000)
+
+    def client_options(self) -> dict[str, Any]:
+        """Keyword arguments for kafka-python clients (security included)."""
+        options: dict[str, Any] = {
+            "bootstrap_servers": self.kafka_bootstrap_servers.split(","),
+            "security_protocol": self.kafka_security_protocol,
+            "request_timeout_ms": self.kafka_request_timeout_ms,
+        }
+        if self.kafka_sasl_mechanism:
+            options["sasl_mechanism"] = self.kafka_sasl_mechanism
+            options["sasl_plain_username"] = self.kafka_sasl_username
+            options["sasl_plain_password"] = self.kafka_sasl_password
+        if self.kafka_ssl_cafile:
+            options["ssl_cafile"] = self.kafka_ssl_cafile
+        return options
+
+    def spark_options(self) -> dict[str, str]:
+        """Options for Spark's Kafka source and sink (``kafka.``-prefixed client settings)."""
+        options = {
+            "kafka.bootstrap.servers": self.kafka_bootstrap_servers,
+            "kafka.security.protocol": self.kafka_security_protocol,
+        }
+        if self.kafka_sasl_mechanism:
+            options["kafka.sasl.mechanism"] = self.kafka_sasl_mechanism
+            if self.kafka_sasl_username is not None:
+                module = (
+                    "org.apache.kafka.common.security.scram.ScramLoginModule"
+                    if self.kafka_sasl_mechanism.upper().startswith("SCRAM")
+                    else "org.apache.kafka.common.security.plain.PlainLoginModule"
+                )
+                options["kafka.sasl.jaas.config"] = (
+                    f'{module} required username="{self.kafka_sasl_username}" '
+                    f'password="{self.kafka_sasl_password or ""}";'
+                )
+        if self.kafka_ssl_cafile:
+            options["kafka.ssl.truststore.type"] = "PEM"
+            options["kafka.ssl.truststore.location"] = self.kafka_ssl_cafile
+        return options
+
+
+class BrokerSettings(BaseSettings):
+    """The local single-node KRaft broker that ``make kafka-up`` and the tests start."""
+
+    model_config = _COMMON
+
+    kafka_host: str = "127.0.0.1"
+    kafka_port: int = Field(default=9092, ge=1, le=65535)
+    kafka_controller_port: int = Field(default=9093, ge=1, le=65535)
+    kafka_data_dir: Path = PROJECT_ROOT / ".run" / "kafka"
+    kafka_lib_dir: Path = PROJECT_ROOT / "infra" / "kafka" / "lib"
+    kafka_heap: str = "512m"
+    kafka_start_timeout_s: float = Field(default=60.0, gt=0)
+
+    @field_validator("kafka_heap")
+    @classmethod
+    def _heap_at_most_512m(cls, value: str) -> str:
+        units = {"k": 1 / 1024, "m": 1, "g": 1024}
+        text = value.strip().lower()
+        if not text or text[-1] not in units or not text[:-1].isdigit():
+            raise ValueError(f"KAFKA_HEAP must look like 256m or 1g, got {value!r}")
+        if int(text[:-1]) * units[text[-1]] > 512:
+            raise ValueError(f"KAFKA_HEAP is capped at 512m on this project, got {value!r}")
+        return text
+
+
+class SparkSettings(BaseSettings):
+    """How the streaming job builds its SparkSession."""
+
+    model_config = _COMMON
+
+    spark_master: str = "local[*]"
+    spark_jars_dir: Path = PROJECT_ROOT / "infra" / "spark" / "jars"
+    spark_shuffle_partitions: int = Field(default=4, ge=1)
+    spark_ui_enabled: bool = False
+    spark_driver_memory: str = "1g"
+    spark_local_ip: str = "127.0.0.1"
+    checkpoint_location: Path = PROJECT_ROOT / ".run" / "checkpoints"

@@ -1,0 +1,69 @@
+"""Wire records (JSON on Kafka).  TECHNICAL.md documents the final shapes.
+
+Pure module: no Spark, Kafka or torch imports, so the producer, the job, the
+dashboard and the tests share one definition.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+#: Spark DDL schema of an hourly-count message's JSON value (parsed leniently, then validated).
+HOURLY_COUNT_DDL = "combo STRING, hour STRING, count DOUBLE, produced_at STRING"
+
+
+def format_hour(moment: datetime) -> str:
+    """ISO 8601 UTC with a ``Z``: ``2025-03-02T14:00:00Z``.
+
+    Examples
+    --------
+    >>> format_hour(datetime(2025, 3, 2, 14, tzinfo=UTC))
+    '2025-03-02T14:00:00Z'
+    """
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def utc_now_iso() -> str:
+    """Current time, ISO 8601 UTC with milliseconds and a ``Z``."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+class HourlyCount(BaseModel):
+    """One hour of one combo: the input contract (key = ``combo``).
+
+    Ground-truth labels never travel in this record.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    combo: str = Field(min_length=1, max_length=200)
+    hour: str
+    count: int = Field(ge=0)
+    produced_at: str | None = None
+
+    @field_validator("hour")
+    @classmethod
+    def _hour_is_utc_hour_start(cls, value: str) -> str:
+        try:
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise ValueError(f"hour {value!r} is not an ISO 8601 timestamp") from exc
+        if moment.tzinfo is None:
+            raise ValueError(f"hour {value!r} has no time zone; send UTC with a 'Z'")
+        return format_hour(moment)
+
+    def to_json_bytes(self) -> bytes:
+        return json.dumps(self.model_dump(), separators=(",", ":")).encode()
+
+    @classmethod
+    def make(cls, combo: str, hour: datetime, count: int) -> HourlyCount:
+        return cls(combo=combo, hour=format_hour(hour), count=count, produced_at=utc_now_iso())
+
+
+def dumps(record: dict[str, Any]) -> bytes:
+    """Compact JSON bytes for a record."""
+    return json.dumps(record, separators=(",", ":"), allow_nan=False).encode()

@@ -1,0 +1,94 @@
+"""kafka-python helpers shared by the producer, the dashboard, the tools and the tests."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterable
+
+from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from app.config import KafkaSettings
+from app.errors import InfraError
+
+log = logging.getLogger(__name__)
+
+
+def broker_is_ready(bootstrap_servers: str, timeout_ms: int = 3_000, **options: object) -> bool:
+    """Whether the cluster answers a metadata request within ``timeout_ms``."""
+    try:
+        admin = KafkaAdminClient(
+            bootstrap_servers=bootstrap_servers.split(","),
+            request_timeout_ms=timeout_ms,
+            bootstrap_timeout_ms=timeout_ms,
+            **options,
+        )
+    except (KafkaError, OSError, ValueError):
+        return False
+    try:
+        admin.list_topics()
+        return True
+    except (KafkaError, OSError):
+        return False
+    finally:
+        admin.close()
+
+
+def wait_for_broker(settings: KafkaSettings, timeout_s: float = 120.0) -> None:
+    """Block until Kafka answers, logging while waiting; raise ``InfraError`` on time-out."""
+    options = {
+        k: v
+        for k, v in settings.client_options().items()
+        if k not in ("bootstrap_servers", "request_timeout_ms")
+    }
+    deadline = time.monotonic() + timeout_s
+    next_log = 0.0
+    while time.monotonic() < deadline:
+        if broker_is_ready(settings.kafka_bootstrap_servers, **options):
+            return
+        if time.monotonic() >= next_log:
+            log.info("waiting for Kafka at %s ...", settings.kafka_bootstrap_servers)
+            next_log = time.monotonic() + 10
+        time.sleep(1.0)
+    raise InfraError(
+        f"Kafka at {settings.kafka_bootstrap_servers} did not answer within {timeout_s:.0f}s: "
+        "is the broker up (`make kafka-up`) and KAFKA_BOOTSTRAP_SERVERS right?"
+    )
+
+
+def ensure_topics(settings: KafkaSettings, topics: Iterable[str], partitions: int) -> None:
+    """Create ``topics`` with ``partitions`` partitions where they do not exist yet."""
+    admin = KafkaAdminClient(**settings.client_options())
+    try:
+        existing = set(admin.list_topics())
+        wanted = [
+            NewTopic(
+                name=t,
+                num_partitions=partitions,
+                replication_factor=settings.kafka_replication_factor,
+            )
+            for t in topics
+            if t not in existing
+        ]
+        if wanted:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                admin.create_topics(wanted)
+            log.info("created topics %s with %d partitions", [t.name for t in wanted], partitions)
+    except KafkaError as exc:
+        raise InfraError(
+            f"could not create topics on {settings.kafka_bootstrap_servers}: {exc}"
+        ) from exc
+    finally:
+        admin.close()
+
+
+def ensure_product_topics(settings: KafkaSettings) -> None:
+    """Create the input, scored and dead-letter topics (``KAFKA_PARTITIONS`` each)."""
+    ensure_topics(
+        settings,
+        [settings.kafka_input_topic, settings.kafka_scored_topic, settings.kafka_deadletter_topic],
+        settings.kafka_partitions,
+    )

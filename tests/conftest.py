@@ -1,0 +1,69 @@
+"""Session-wide fixtures: one real Kafka broker and one real SparkSession per test run.
+
+Both start lazily (only when a test asks for them), on free ports and in temporary
+directories, and stop at the end of the run even when tests fail.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from app.config import BrokerSettings, KafkaSettings, SparkSettings
+from app.kafka_local import LocalKafkaBroker, free_port
+
+os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafkaBroker]:
+    """A real single-node KRaft broker on free localhost ports."""
+    settings = BrokerSettings(
+        kafka_port=free_port(),
+        kafka_controller_port=free_port(),
+        kafka_data_dir=tmp_path_factory.mktemp("kafka"),
+        kafka_heap="384m",
+    )
+    broker = LocalKafkaBroker(settings)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_settings(kafka_broker: LocalKafkaBroker) -> KafkaSettings:
+    return KafkaSettings(
+        kafka_bootstrap_servers=kafka_broker.bootstrap_servers,
+        kafka_request_timeout_ms=10_000,
+    )
+
+
+@pytest.fixture
+def topic_name() -> str:
+    """A fresh topic name per test, so tests never see each other's messages."""
+    return f"test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory: pytest.TempPathFactory):
+    """One local SparkSession for the whole run (2 cores, few shuffle partitions)."""
+    from app.spark_session import build_spark_session
+
+    settings = SparkSettings(
+        spark_master="local[2]",
+        spark_shuffle_partitions=2,
+        checkpoint_location=Path(tmp_path_factory.mktemp("checkpoints")),
+    )
+    session = build_spark_session("tests", settings)
+    try:
+        yield session
+    finally:
+        session.stop()
