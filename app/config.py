@@ -27,6 +27,7 @@ class KafkaSettings(BaseSettings):
     kafka_input_topic: str = "transactions.hourly"
     kafka_scored_topic: str = "transactions.scored"
     kafka_deadletter_topic: str = "transactions.deadletter"
+    kafka_status_topic: str = "transactions.status"
     kafka_partitions: int = Field(default=4, ge=1)
     kafka_replication_factor: int = Field(default=1, ge=1)
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
@@ -112,3 +113,25 @@ class SparkSettings(BaseSettings):
     spark_driver_memory: str = "1g"
     spark_local_ip: str = "127.0.0.1"
     checkpoint_location: Path = PROJECT_ROOT / ".run" / "checkpoints"
+
+
+class StreamSettings(BaseSettings):
+    """The streaming job: models, windows, limits of the input contract, triggers."""
+
+    model_config = _COMMON
+
+    model_path: Path = PROJECT_ROOT / "models"
+    detector: Literal["ensemble", "fcvae", "vaegan"] = "ensemble"
+    window_size: int = Field(default=24, ge=2)
+    max_gap_hours: int = Field(default=6, ge=0)
+    n_samples: int = Field(default=16, ge=1)
+    torch_threads: int = Field(default=1, ge=1)
+    step_seconds: int = Field(default=3600, ge=1)
+    max_message_bytes: int = Field(default=10_000, ge=100)
+    max_count: int = Field(default=1_000_000_000, ge=1)
+    min_hour_epoch_s: int = 946_684_800  # 2000-01-01T00:00:00Z
+    max_future_hours: int = Field(default=48, ge=0)
+    starting_offsets: Literal["earliest", "latest"] = "earliest"
+    max_offsets_per_trigger: int | None = Field(default=None, ge=1)
+    trigger_interval_ms: int = Field(default=1000, ge=0)
+    trigger_available_now: bool = False

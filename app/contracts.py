@@ -67,3 +67,42 @@ class HourlyCount(BaseModel):
 def dumps(record: dict[str, Any]) -> bytes:
     """Compact JSON bytes for a record."""
     return json.dumps(record, separators=(",", ":"), allow_nan=False).encode()
+
+
+#: Statuses of a scored-hour record.
+SCORED_STATUSES = ("scored", "warming_up", "missing", "error")
+
+
+class ScoredHour(BaseModel):
+    """One hour of one combo after scoring: the output contract (key = ``combo``).
+
+    Score direction: higher ``score`` = more anomalous; ``is_anomaly`` is
+    ``score > threshold``.  Per-detector raw scores are in each detector's own units
+    (FCVAE: negative last-point log-likelihood); ``*_calibrated`` and ``score`` are on
+    the common calibrated scale (TECHNICAL.md, "Scores").  Fields that do not apply to
+    a status are null (a ``missing`` hour has no count and no score).
+    The sink is at-least-once: consumers keep the newest record per (combo, hour).
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    combo: str
+    hour: str
+    status: str
+    count: float | None = None
+    score: float | None = None
+    threshold: float | None = None
+    is_anomaly: bool | None = None
+    direction: str | None = None  # "spike" | "dip" when flagged
+    expected: float | None = None
+    expected_low: float | None = None
+    expected_high: float | None = None
+    fcvae_score: float | None = None
+    fcvae_calibrated: float | None = None
+    vaegan_score: float | None = None
+    vaegan_calibrated: float | None = None
+    detector: str | None = None  # "ensemble" | "fcvae" | "vaegan"
+    model_version: str | None = None
+    error: str | None = None
+    produced_at: str | None = None
+    scored_at: str | None = None

@@ -86,9 +86,32 @@ def ensure_topics(settings: KafkaSettings, topics: Iterable[str], partitions: in
 
 
 def ensure_product_topics(settings: KafkaSettings) -> None:
-    """Create the input, scored and dead-letter topics (``KAFKA_PARTITIONS`` each)."""
+    """Create the input, scored and dead-letter topics (``KAFKA_PARTITIONS`` each) and
+    the one-partition status topic that carries the job's heartbeats."""
     ensure_topics(
         settings,
         [settings.kafka_input_topic, settings.kafka_scored_topic, settings.kafka_deadletter_topic],
         settings.kafka_partitions,
     )
+    ensure_topics(settings, [settings.kafka_status_topic], 1)
+
+
+def latest_record(settings: KafkaSettings, topic: str, timeout_ms: int = 5_000) -> bytes | None:
+    """The value of the newest record of a one-partition topic, or None when it is empty."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(
+        **settings.client_options(), enable_auto_commit=False, consumer_timeout_ms=timeout_ms
+    )
+    try:
+        tp = TopicPartition(topic, 0)
+        consumer.assign([tp])
+        end = consumer.end_offsets([tp])[tp]
+        if end == 0:
+            return None
+        consumer.seek(tp, end - 1)
+        for message in consumer:
+            return bytes(message.value)
+        return None
+    finally:
+        consumer.close()

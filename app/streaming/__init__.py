@@ -1,0 +1,1 @@
+"""Streaming: pure per-combo window state, the batch scorer core, and the Spark job."""
