@@ -1,0 +1,324 @@
+"""Seasonal robust z-score: the simple baseline a deep detector has to beat.
+
+For each hour ``t`` the value is compared with the **median** and **MAD** of earlier values at
+the same position in the season, using only data strictly before ``t`` (causal, no
+look-ahead)::
+
+    score(t) = |x(t) - median| / (scale + eps),   scale = max(1.4826 · MAD, sqrt(median))
+
+Score direction: **higher = more anomalous**; NaN where the value is missing or the history is
+insufficient (explicit warm-up).
+
+Reference set (the choice made here)
+------------------------------------
+1. **Same hour of week** over the previous ``weeks`` weeks (lags 168, 336, … hours), when at
+   least ``min_history`` of those hours are present: this captures weekday/weekend shapes.
+2. Otherwise **same hour of day** over the previous ``days`` days (lags 24, 48, … hours), when
+   at least ``min_history`` of them are present: a coarser reference that lets scoring start
+   after a few days instead of a few weeks. ``days=0`` disables this fallback.
+3. Otherwise NaN.
+
+Scale floor
+-----------
+With four weekly reference hours the MAD is a very noisy estimate of spread (often 0 or tiny),
+and the ratio then has heavy tails on ordinary noise. Because the values are counts, the Poisson
+standard deviation ``sqrt(median)`` is used as a floor for the robust scale
+(``poisson_floor=True``, the default; switch it off for values that are not counts). On
+synthetic Poisson series with injected 10–50 % spikes and dips the floor raised AUPRC from
+about 0.2–0.26 to 0.7–0.8 (3 seeds); on real, over-dispersed counts the MAD is mostly above
+the floor anyway.
+
+Lags are in wall-clock hours: timestamps are placed on a full hourly grid first, so missing
+rows never shift the season. ``eps`` (in count units, default one transaction) keeps the score
+finite when the reference hours are all equal (MAD = 0).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar, NamedTuple
+
+import numpy as np
+import pandas as pd
+from numpy.typing import ArrayLike, NDArray
+
+from app.errors import ContractError
+
+logger = logging.getLogger(__name__)
+
+#: Anything ``pd.DatetimeIndex`` accepts: an index, a Series, a datetime64 array, a list.
+Timestamps = pd.DatetimeIndex | pd.Series | NDArray[Any] | list[Any]
+
+HOURS_PER_DAY = 24
+HOURS_PER_WEEK = 168
+MAD_TO_SIGMA = 1.4826
+_MAX_GRID_HOURS = 10_000_000
+
+
+class SeasonalReference(NamedTuple):
+    """Causal seasonal reference per point (NaN where there is not enough history).
+
+    Attributes
+    ----------
+    expected
+        Median of the reference hours (the baseline's expected value).
+    scale
+        ``1.4826 · MAD`` of the reference hours (a robust standard deviation), floored at
+        ``sqrt(expected)`` when ``poisson_floor``; ``eps`` is not included.
+    n_history
+        Number of present reference hours used.
+    weekly
+        True where the same-hour-of-week reference was used, False for the daily fallback or
+        no reference.
+    """
+
+    expected: NDArray[np.float64]
+    scale: NDArray[np.float64]
+    n_history: NDArray[np.int64]
+    weekly: NDArray[np.bool_]
+
+
+def _epoch_hours(timestamps: Timestamps, n: int) -> NDArray[np.int64]:
+    try:
+        ts = pd.DatetimeIndex(timestamps)
+    except (TypeError, ValueError) as exc:
+        raise ContractError(f"timestamps cannot be read as datetimes: {exc}") from exc
+    if ts.shape[0] != n:
+        raise ContractError(f"timestamps has length {ts.shape[0]}, values has length {n}")
+    if ts.hasnans:
+        raise ContractError("timestamps contain NaT")
+    if ts.tz is not None:
+        ts = ts.tz_convert("UTC").tz_localize(None)
+    seconds = ts.as_unit("s").asi8
+    off_hour = seconds % 3600 != 0
+    if off_hour.any():
+        raise ContractError(
+            f"timestamps must be whole hours, got {ts[int(np.flatnonzero(off_hour)[0])]}"
+        )
+    hours = seconds // 3600
+    if n > 1 and (np.diff(hours) <= 0).any():
+        bad = int(np.flatnonzero(np.diff(hours) <= 0)[0])
+        raise ContractError(
+            f"timestamps must be strictly increasing, got {ts[bad]} then {ts[bad + 1]}"
+        )
+    return np.asarray(hours, dtype=np.int64)
+
+
+def _lag_stats(
+    grid: NDArray[np.float64], lags: list[int]
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.int64]]:
+    """Median, MAD and count of ``grid[t - lag]`` over ``lags``, for every ``t``."""
+    size = grid.shape[0]
+    if not lags:
+        nan = np.full(size, np.nan)
+        return nan, nan.copy(), np.zeros(size, dtype=np.int64)
+    stack = np.full((len(lags), size), np.nan)
+    for row, lag in enumerate(lags):
+        if lag < size:
+            stack[row, lag:] = grid[: size - lag]
+    count = np.isfinite(stack).sum(axis=0).astype(np.int64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: NaN is the answer
+        median = np.nanmedian(stack, axis=0)
+        mad = np.nanmedian(np.abs(stack - median), axis=0)
+    return median, mad, count
+
+
+def seasonal_reference(
+    values: ArrayLike,
+    timestamps: Timestamps,
+    *,
+    weeks: int = 4,
+    days: int = 7,
+    min_history: int = 3,
+    poisson_floor: bool = True,
+) -> SeasonalReference:
+    """Causal seasonal median and robust scale for every point (see the module docstring).
+
+    Parameters
+    ----------
+    values
+        1-D hourly counts, NaN for missing hours.
+    timestamps
+        One whole-hour timestamp per value, strictly increasing (tz-aware ones are taken in
+        UTC; naive ones as UTC). Gaps are allowed.
+    weeks
+        Weekly lags to use (same hour of week); 0 disables them.
+    days
+        Daily lags of the fallback (same hour of day); 0 disables it.
+    min_history
+        Fewest present reference hours needed.
+    poisson_floor
+        Floor the scale at ``sqrt(max(expected, 0))`` (values are counts).
+
+    Examples
+    --------
+    >>> ts = pd.date_range("2025-01-06", periods=24 * 7 * 3, freq="h")
+    >>> x = np.tile(np.arange(24.0), 21)
+    >>> ref = seasonal_reference(x, ts, min_history=2)
+    >>> ref.expected[[0, 48, 24 * 15 + 5]].tolist(), ref.weekly[[48, 24 * 15]].tolist()
+    ([nan, 0.0, 5.0], [False, True])
+    """
+    x = np.asarray(values, dtype=np.float64)
+    if x.ndim != 1:
+        raise ContractError(f"values must be 1-D, got shape {x.shape}")
+    if weeks < 0 or days < 0 or weeks + days == 0:
+        raise ContractError(f"need weeks >= 0, days >= 0, not both 0; got {weeks=}, {days=}")
+    if min_history < 1:
+        raise ContractError(f"min_history must be >= 1, got {min_history}")
+    if min_history > max(weeks, days):
+        raise ContractError(f"min_history={min_history} can never be met with {weeks=} and {days=}")
+    n = x.shape[0]
+    if n == 0:
+        empty = np.zeros(0)
+        return SeasonalReference(empty, empty.copy(), np.zeros(0, np.int64), np.zeros(0, bool))
+    hours = _epoch_hours(timestamps, n)
+    offsets = hours - hours[0]
+    size = int(offsets[-1]) + 1
+    if size > _MAX_GRID_HOURS:
+        raise ContractError(f"timestamps span {size} hours; more than {_MAX_GRID_HOURS}")
+    if size == n:
+        grid = x
+    else:
+        grid = np.full(size, np.nan)
+        grid[offsets] = x
+
+    w_med, w_mad, w_cnt = _lag_stats(grid, [HOURS_PER_WEEK * k for k in range(1, weeks + 1)])
+    d_med, d_mad, d_cnt = _lag_stats(grid, [HOURS_PER_DAY * k for k in range(1, days + 1)])
+    use_week = w_cnt >= min_history
+    use_day = ~use_week & (d_cnt >= min_history)
+    expected = np.where(use_week, w_med, np.where(use_day, d_med, np.nan))
+    scale = MAD_TO_SIGMA * np.where(use_week, w_mad, np.where(use_day, d_mad, np.nan))
+    if poisson_floor:
+        scale = np.maximum(scale, np.sqrt(np.maximum(expected, 0.0)))
+    count = np.where(use_week, w_cnt, np.where(use_day, d_cnt, 0))
+    return SeasonalReference(
+        expected=expected[offsets],
+        scale=scale[offsets],
+        n_history=count[offsets].astype(np.int64),
+        weekly=use_week[offsets],
+    )
+
+
+def seasonal_robust_z(
+    values: ArrayLike,
+    timestamps: Timestamps,
+    *,
+    weeks: int = 4,
+    days: int = 7,
+    min_history: int = 3,
+    eps: float = 1.0,
+    poisson_floor: bool = True,
+) -> NDArray[np.float64]:
+    """Causal seasonal robust z-score ``|x - median| / (scale + eps)`` per point.
+
+    Higher = more anomalous; NaN where the value is missing or history is insufficient.
+    Parameters as in :func:`seasonal_reference`; ``eps`` is in the units of ``values``.
+
+    Examples
+    --------
+    >>> ts = pd.date_range("2025-01-06", periods=24 * 7 * 3, freq="h")
+    >>> x = np.tile(np.arange(24.0), 21)
+    >>> x[24 * 20 + 3] = 50.0  # hour 3 of day 20 expected 3
+    >>> z = seasonal_robust_z(x, ts)
+    >>> round(float(z[24 * 20 + 3]), 2), float(z[24 * 20 + 4])  # 47 / (sqrt(3) + 1)
+    (17.2, 0.0)
+    """
+    if not eps > 0:
+        raise ContractError(f"eps must be > 0, got {eps!r}")
+    x = np.asarray(values, dtype=np.float64)
+    ref = seasonal_reference(
+        x,
+        timestamps,
+        weeks=weeks,
+        days=days,
+        min_history=min_history,
+        poisson_floor=poisson_floor,
+    )
+    return np.asarray(np.abs(x - ref.expected) / (ref.scale + eps), dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class SeasonalBaseline:
+    """Stateless seasonal robust z-score detector (higher score = more anomalous).
+
+    Nothing to fit: every score is computed from the earlier values passed in, so give it at
+    least :attr:`history_hours` hours before the first hour you want scored.
+
+    Examples
+    --------
+    >>> ts = pd.date_range("2025-01-06", periods=24 * 7 * 5, freq="h")
+    >>> x = 100 + 50 * np.sin(2 * np.pi * np.arange(ts.size) / 24)
+    >>> x[-10] *= 3
+    >>> baseline = SeasonalBaseline()
+    >>> int(np.nanargmax(baseline.score(x, ts))) == ts.size - 10
+    True
+    """
+
+    name: ClassVar[str] = "seasonal_z"
+
+    weeks: int = 4
+    days: int = 7
+    min_history: int = 3
+    eps: float = 1.0
+    poisson_floor: bool = True
+
+    def __post_init__(self) -> None:
+        if self.weeks < 0 or self.days < 0 or self.weeks + self.days == 0:
+            raise ContractError(f"need weeks, days >= 0 and not both 0; got {self}")
+        if not 1 <= self.min_history <= max(self.weeks, self.days):
+            raise ContractError(f"min_history out of range for {self}")
+        if not self.eps > 0:
+            raise ContractError(f"eps must be > 0, got {self.eps!r}")
+
+    @property
+    def history_hours(self) -> int:
+        """Hours of history the full (weekly) reference looks back."""
+        return max(HOURS_PER_WEEK * self.weeks, HOURS_PER_DAY * self.days)
+
+    def reference(self, values: ArrayLike, timestamps: Timestamps) -> SeasonalReference:
+        """Expected value (median), robust scale and history count per point."""
+        return seasonal_reference(
+            values,
+            timestamps,
+            weeks=self.weeks,
+            days=self.days,
+            min_history=self.min_history,
+            poisson_floor=self.poisson_floor,
+        )
+
+    def score(self, values: ArrayLike, timestamps: Timestamps) -> NDArray[np.float64]:
+        """Seasonal robust z-score per point (higher = more anomalous, NaN = no score)."""
+        return seasonal_robust_z(
+            values,
+            timestamps,
+            weeks=self.weeks,
+            days=self.days,
+            min_history=self.min_history,
+            eps=self.eps,
+            poisson_floor=self.poisson_floor,
+        )
+
+    def expected(self, values: ArrayLike, timestamps: Timestamps) -> NDArray[np.float64]:
+        """The baseline's expected value per point (the seasonal median)."""
+        return self.reference(values, timestamps).expected
+
+    def band(
+        self, values: ArrayLike, timestamps: Timestamps, z: float
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """``(lower, upper)`` = median ∓ ``z`` · (scale + eps): the points a threshold ``z`` spares.
+
+        A value strictly outside the band scores above ``z``. The lower edge is not clipped
+        at 0.
+        """
+        if not z >= 0:
+            raise ContractError(f"z must be >= 0, got {z!r}")
+        ref = self.reference(values, timestamps)
+        half = z * (ref.scale + self.eps)
+        return ref.expected - half, ref.expected + half
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable parameters (the detector has no fitted state)."""
+        return {"name": self.name, **asdict(self)}

@@ -1,0 +1,396 @@
+"""Thresholds, synthetic anomaly injection for calibration, and flags → intervals.
+
+Score direction: **higher score = more anomalous**; a point is flagged when
+``score > threshold``. Thresholds are chosen on the validation split (with injected spikes and
+dips where real labels are scarce), never on test (DESIGN.md §7).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from numpy.typing import ArrayLike, NDArray
+
+from app.errors import ContractError, DataError
+from app.evaluation import (
+    event_metrics,
+    events_from_labels,
+    flags_from_scores,
+    point_metrics,
+)
+
+logger = logging.getLogger(__name__)
+
+Objective = Literal["event_f1", "point_f1", "event_recall"]
+_OBJECTIVES: tuple[str, ...] = ("event_f1", "point_f1", "event_recall")
+_KINDS: tuple[str, ...] = ("spike", "dip")
+
+
+# --------------------------------------------------------------------------- injection
+
+
+def inject_anomalies(
+    values: ArrayLike,
+    rng: np.random.Generator,
+    *,
+    n_events: int,
+    kinds: Sequence[str] = _KINDS,
+    spike_magnitude: tuple[float, float] = (0.3, 2.0),
+    dip_magnitude: tuple[float, float] = (0.4, 1.0),
+    duration_hours: tuple[int, int] = (1, 3),
+    min_gap_hours: int = 24,
+    protect: ArrayLike | None = None,
+    round_counts: bool = True,
+) -> tuple[NDArray[np.float64], NDArray[np.bool_], NDArray[np.int64]]:
+    """Inject labelled synthetic spikes and dips into a copy of an hourly count series.
+
+    A spike multiplies the counts of 1–3 consecutive hours by ``1 + m`` with ``m`` uniform in
+    ``spike_magnitude``; a dip multiplies them by ``1 - m`` with ``m`` uniform in
+    ``dip_magnitude`` (``m = 1`` empties the hours). Events are placed at random where every
+    hour is present (finite) and positive (a spike on zero would be invisible), no hour is
+    ``protect``-ed, and at least ``min_gap_hours`` separate an event from any protected point and
+    from every other event. NaN (missing) stays NaN.
+
+    Parameters
+    ----------
+    values
+        1-D series of counts, one per hour, NaN for missing hours.
+    rng
+        The caller's generator (derive it from ``(seed, combo)``).
+    n_events
+        How many events to inject; if fewer fit, a warning is logged and fewer are returned.
+    kinds
+        Kinds to draw from uniformly: ``"spike"`` and/or ``"dip"``.
+    spike_magnitude, dip_magnitude
+        Ranges of ``m``.
+    duration_hours
+        Inclusive range of event lengths, in hours (= steps).
+    min_gap_hours
+        Minimal distance (in steps) between an event and any other event or protected point.
+    protect
+        Boolean mask of points to stay away from (for example real labelled anomalies).
+    round_counts
+        Round the injected values to whole counts.
+
+    Returns
+    -------
+    tuple
+        ``(new_values, labels, event_ids)``: the modified copy, a boolean label per hour, and
+        an event id per hour (``0, 1, …`` in time order; ``-1`` outside injected events).
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> new, labels, ids = inject_anomalies(np.full(200, 100.0), rng, n_events=3)
+    >>> int(ids.max()) + 1, bool(((new != 100.0) == labels).all())
+    (3, True)
+    """
+    x = np.asarray(values, dtype=np.float64)
+    if x.ndim != 1:
+        raise ContractError(f"values must be 1-D, got shape {x.shape}")
+    if not isinstance(rng, np.random.Generator):
+        raise ContractError(f"rng must be a numpy Generator, got {type(rng).__name__}")
+    if n_events < 0:
+        raise ContractError(f"n_events must be >= 0, got {n_events}")
+    unknown = [k for k in kinds if k not in _KINDS]
+    if not kinds or unknown:
+        raise ContractError(f"kinds must be a non-empty subset of {_KINDS}, got {tuple(kinds)}")
+    lo_d, hi_d = int(duration_hours[0]), int(duration_hours[1])
+    if not 1 <= lo_d <= hi_d:
+        raise ContractError(f"duration_hours must satisfy 1 <= lo <= hi, got {duration_hours}")
+    for name, (lo, hi) in (("spike_magnitude", spike_magnitude), ("dip_magnitude", dip_magnitude)):
+        if not 0 <= lo <= hi or (name == "dip_magnitude" and hi > 1):
+            raise ContractError(f"{name} must be an ordered range of m >= 0, got {(lo, hi)}")
+    if min_gap_hours < 0:
+        raise ContractError(f"min_gap_hours must be >= 0, got {min_gap_hours}")
+    n = x.shape[0]
+    guard = np.zeros(n, dtype=bool)
+    if protect is not None:
+        p = np.asarray(protect, dtype=bool)
+        if p.shape != (n,):
+            raise ContractError(f"protect has shape {p.shape}, expected ({n},)")
+        guard = _dilate(p, min_gap_hours)
+
+    usable = np.isfinite(x) & (x > 0)
+    new = x.copy()
+    labels = np.zeros(n, dtype=bool)
+    placed: list[tuple[int, int, str, float]] = []
+    for _ in range(n_events):
+        duration = int(rng.integers(lo_d, hi_d + 1))
+        ok = usable & ~guard
+        # A start s is allowed when the window [s, s + duration) is all ok.
+        cum = np.concatenate(([0], np.cumsum(ok, dtype=np.int64)))
+        n_starts = n - duration + 1
+        if n_starts <= 0:
+            break
+        starts = np.flatnonzero(cum[duration:] - cum[:n_starts] == duration)
+        if starts.size == 0:
+            break
+        start = int(rng.choice(starts))
+        end = start + duration - 1
+        kind = str(kinds[int(rng.integers(len(kinds)))])
+        lo, hi = spike_magnitude if kind == "spike" else dip_magnitude
+        m = float(rng.uniform(lo, hi))
+        factor = 1.0 + m if kind == "spike" else 1.0 - m
+        new[start : end + 1] = x[start : end + 1] * factor
+        labels[start : end + 1] = True
+        block = np.zeros(n, dtype=bool)
+        block[start : end + 1] = True
+        guard |= _dilate(block, min_gap_hours)
+        placed.append((start, end, kind, m))
+    if len(placed) < n_events:
+        logger.warning(
+            "only %d of %d anomalies fit in %d hours (min_gap_hours=%d)",
+            len(placed),
+            n_events,
+            n,
+            min_gap_hours,
+        )
+    if round_counts:
+        new[labels] = np.round(new[labels])
+    # Rounding a small spike or dip can leave an hour unchanged; keep the label (it is still
+    # the intended event) but say so.
+    unchanged = labels & (new == x)
+    if unchanged.any():
+        logger.debug("%d injected hours unchanged after rounding", int(unchanged.sum()))
+    event_ids = np.full(n, -1, dtype=np.int64)
+    for i, (start, end, _, _) in enumerate(sorted(placed)):
+        event_ids[start : end + 1] = i
+    return new, labels, event_ids
+
+
+def _dilate(mask: NDArray[np.bool_], radius: int) -> NDArray[np.bool_]:
+    """True within ``radius`` steps of any True in ``mask``."""
+    if radius == 0 or not mask.any():
+        return mask.copy()
+    n = mask.shape[0]
+    diff = np.zeros(n + 1, dtype=np.int64)
+    idx = np.flatnonzero(mask)
+    np.add.at(diff, np.maximum(idx - radius, 0), 1)
+    np.add.at(diff, np.minimum(idx + radius + 1, n), -1)
+    return np.asarray(np.cumsum(diff[:n]) > 0, dtype=bool)
+
+
+# --------------------------------------------------------------------------- thresholds
+
+
+@dataclass(frozen=True)
+class ThresholdChoice:
+    """A threshold chosen on validation data, with how it was chosen.
+
+    Attributes
+    ----------
+    threshold
+        Flag where ``score > threshold`` (same units as the scores it was chosen on).
+    objective
+        What was maximised (``"event_f1"``, ``"point_f1"`` or ``"event_recall"``).
+    value
+        The objective at ``threshold`` on the validation data (``None`` if undefined).
+    n_candidates
+        How many candidate thresholds were tried.
+    method
+        One-line description of the search and constraints.
+    feasible
+        False when no candidate met the constraints (the highest candidate was taken).
+    """
+
+    threshold: float
+    objective: str
+    value: float | None
+    n_candidates: int
+    method: str
+    feasible: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form."""
+        return asdict(self)
+
+
+def _candidates(finite_scores: NDArray[np.float64], max_candidates: int) -> NDArray[np.float64]:
+    unique = np.unique(finite_scores)
+    if unique.size <= max_candidates:
+        return unique
+    # Quantiles taken among the observed values, so every candidate is a real score.
+    levels = np.linspace(0.0, 1.0, max_candidates)
+    return np.unique(np.quantile(unique, levels, method="nearest"))
+
+
+def choose_threshold(
+    scores: ArrayLike,
+    labels: ArrayLike,
+    event_ids: ArrayLike | None = None,
+    valid: ArrayLike | None = None,
+    *,
+    objective: Objective = "event_f1",
+    min_precision: float | None = None,
+    max_false_alarms_per_day: float | None = None,
+    step_hours: float = 1.0,
+    max_candidates: int = 512,
+) -> ThresholdChoice:
+    """Pick the threshold that maximises ``objective`` on labelled validation data.
+
+    Candidates are the distinct finite scores at valid positions (thinned to at most
+    ``max_candidates`` quantiles of them), so the result is always one of the given scores.
+    Ties go to the **higher** threshold (fewer alarms). Event metrics follow
+    :func:`app.evaluation.event_metrics`.
+
+    Parameters
+    ----------
+    scores
+        Validation scores, higher = more anomalous; NaN is never flagged.
+    labels, event_ids, valid
+        As in :func:`app.evaluation.evaluate_series`.
+    objective
+        ``"event_f1"`` (default), ``"point_f1"`` or ``"event_recall"``.
+    min_precision
+        Optional constraint on precision (event precision for event objectives, point
+        precision for ``"point_f1"``); a candidate that flags nothing does not meet it.
+    max_false_alarms_per_day
+        Optional constraint on false-alarm runs per day of valid data.
+    step_hours
+        Hours per step.
+    max_candidates
+        Cap on the number of candidates (speed).
+
+    Raises
+    ------
+    DataError
+        No finite valid score, or no labelled anomaly to aim at (use
+        :func:`threshold_for_false_alarm_rate` or :func:`inject_anomalies` instead).
+
+    Examples
+    --------
+    >>> scores = [0.1, 0.2, 3.0, 0.1, 0.5, 0.2, 2.5, 0.3]
+    >>> labels = [0, 0, 1, 0, 0, 0, 1, 0]
+    >>> choice = choose_threshold(scores, labels)
+    >>> choice.threshold, choice.value
+    (0.5, 1.0)
+    """
+    if objective not in _OBJECTIVES:
+        raise ContractError(f"objective must be one of {_OBJECTIVES}, got {objective!r}")
+    if min_precision is not None and not 0.0 <= min_precision <= 1.0:
+        raise ContractError(f"min_precision must be in [0, 1], got {min_precision!r}")
+    if max_false_alarms_per_day is not None and not max_false_alarms_per_day >= 0:
+        raise ContractError(
+            f"max_false_alarms_per_day must be >= 0, got {max_false_alarms_per_day!r}"
+        )
+    if not step_hours > 0:
+        raise ContractError(f"step_hours must be > 0, got {step_hours!r}")
+    if max_candidates < 2:
+        raise ContractError(f"max_candidates must be >= 2, got {max_candidates}")
+    s = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(labels).astype(bool)
+    if s.ndim != 1 or y.shape != s.shape:
+        raise ContractError(f"scores {s.shape} and labels {y.shape} must be equal-length 1-D")
+    v = np.ones(s.shape[0], dtype=bool) if valid is None else np.asarray(valid).astype(bool)
+    if v.shape != s.shape:
+        raise ContractError(f"valid has shape {v.shape}, expected {s.shape}")
+    usable = v & np.isfinite(s)
+    if not usable.any():
+        raise DataError("choose_threshold: no finite score at a valid position")
+    events = events_from_labels(y, event_ids)
+    if not (y & v).any():
+        raise DataError(
+            "choose_threshold: no labelled anomaly at a valid position; inject synthetic "
+            "anomalies or use threshold_for_false_alarm_rate"
+        )
+    candidates = _candidates(s[usable], max_candidates)
+    days = float(v.sum()) * step_hours / 24.0
+
+    best: tuple[float, float, float | None] | None = None  # (rank value, threshold, value)
+    for threshold in candidates[::-1]:  # high → low: ties keep the higher threshold
+        flags = flags_from_scores(s, float(threshold))
+        em = event_metrics(flags, events, y, v)
+        if objective == "point_f1":
+            pm = point_metrics(flags, y, v)
+            value, precision = pm["f1"], pm["precision"]
+        else:
+            value = em["f1"] if objective == "event_f1" else em["recall"]
+            precision = em["precision"]
+        if min_precision is not None and (precision is None or precision < min_precision):
+            continue
+        if (
+            max_false_alarms_per_day is not None
+            and days > 0
+            and em["false_alarms"] / days > max_false_alarms_per_day
+        ):
+            continue
+        rank = -np.inf if value is None else value
+        if best is None or rank > best[0]:
+            best = (rank, float(threshold), value)
+
+    constraints = []
+    if min_precision is not None:
+        constraints.append(f"precision >= {min_precision:g}")
+    if max_false_alarms_per_day is not None:
+        constraints.append(f"false alarms/day <= {max_false_alarms_per_day:g}")
+    method = (
+        f"grid over {candidates.size} validation score values, maximise {objective}"
+        + (f" subject to {' and '.join(constraints)}" if constraints else "")
+        + "; ties → higher threshold"
+    )
+    if best is None:
+        top = float(candidates[-1])
+        logger.warning("no threshold meets %s; using the highest score %g", constraints, top)
+        return ThresholdChoice(
+            threshold=top,
+            objective=objective,
+            value=None,
+            n_candidates=int(candidates.size),
+            method=method + "; infeasible → highest validation score",
+            feasible=False,
+        )
+    return ThresholdChoice(
+        threshold=best[1],
+        objective=objective,
+        value=None if best[2] is None else float(best[2]),
+        n_candidates=int(candidates.size),
+        method=method,
+    )
+
+
+def threshold_for_false_alarm_rate(clean_scores: ArrayLike, rate: float) -> float:
+    """Threshold that flags at most a fraction ``rate`` of clean (anomaly-free) points.
+
+    The smallest observed clean score ``t`` with ``mean(clean > t) <= rate`` (NaN ignored),
+    i.e. the empirical ``1 - rate`` quantile taken among the observed values.
+
+    Examples
+    --------
+    >>> threshold_for_false_alarm_rate(np.arange(100.0), 0.05)  # 95..99 lie above
+    94.0
+    """
+    if not 0.0 < rate < 1.0:
+        raise ContractError(f"rate must be in (0, 1), got {rate!r}")
+    s = np.asarray(clean_scores, dtype=np.float64).ravel()
+    s = np.sort(s[np.isfinite(s)])
+    if s.size == 0:
+        raise DataError("threshold_for_false_alarm_rate: no finite clean score")
+    # Number of points allowed above the threshold, then the score just below them.
+    allowed = int(np.floor(rate * s.size + 1e-9))
+    return float(s[s.size - 1 - allowed])
+
+
+def flags_to_intervals(
+    flags: ArrayLike, timestamps: Sequence[Any] | pd.DatetimeIndex
+) -> list[tuple[Any, Any]]:
+    """Contiguous runs of flags as ``(start, end)`` pairs of timestamps, both inclusive.
+
+    Examples
+    --------
+    >>> ts = pd.date_range("2025-01-01", periods=5, freq="h")
+    >>> for start, end in flags_to_intervals([0, 1, 1, 0, 1], ts):
+    ...     print(start, "->", end)
+    2025-01-01 01:00:00 -> 2025-01-01 02:00:00
+    2025-01-01 04:00:00 -> 2025-01-01 04:00:00
+    """
+    f = np.asarray(flags)
+    n = len(timestamps)
+    if f.ndim != 1 or f.shape[0] != n:
+        raise ContractError(f"flags has shape {f.shape}, timestamps has length {n}")
+    return [(timestamps[s], timestamps[e]) for s, e in events_from_labels(f)]
