@@ -1,0 +1,661 @@
+"""Load any CSV of counts onto a regular per-series time grid, plus small window helpers.
+
+``load_counts`` turns a long CSV (one row per series and time step) into the project's
+*grid frame*: one row per combo and step from the combo's first to its last timestamp,
+with absent steps present as ``missing`` rows (``NaN`` value, never zero).  Labels,
+event ids and the train/val/test split come from the file when it has them; otherwise
+labels are empty and the split is cut by time (70/15/15 by default).
+
+Grid frame columns (sorted by ``combo``, then ``timestamp``):
+
+============  ===================  =====================================================
+column        dtype                meaning
+============  ===================  =====================================================
+timestamp     datetime64[ns, UTC]  start of the step
+combo         str                  series key
+value         float64              the count; NaN where missing
+missing       bool                 no usable value at this step
+is_anomaly    bool                 ground-truth label (False when the file has none)
+anomaly_type  str                  "" when none
+event_id      str                  "" when none
+split         str                  "train", "val" or "test"
+============  ===================  =====================================================
+
+Pure pandas/numpy: nothing here imports Spark, Kafka, Dash or torch, and nothing reads
+the clock.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+import pandas as pd
+from numpy.typing import ArrayLike, NDArray
+
+from app.errors import ContractError, DataError
+
+__all__ = [
+    "FRAME_COLUMNS",
+    "SPLITS",
+    "ColumnSpec",
+    "check_min_length",
+    "events_from_labels",
+    "load_counts",
+    "parse_freq",
+    "series_by_combo",
+    "sliding_windows",
+    "split_frame",
+]
+
+log = logging.getLogger(__name__)
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+FRAME_COLUMNS: tuple[str, ...] = (
+    "timestamp",
+    "combo",
+    "value",
+    "missing",
+    "is_anomaly",
+    "anomaly_type",
+    "event_id",
+    "split",
+)
+_SPLIT_ALIASES = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+    "testing": "test",
+}
+_TRUE = frozenset({"1", "1.0", "true", "t", "yes", "y"})
+_FALSE = frozenset({"0", "0.0", "false", "f", "no", "n", ""})
+_EMPTY_VALUES = frozenset({"", "nan", "na", "n/a", "null", "none"})
+_OPTIONAL = ("label", "split", "event", "anomaly_type")
+_ZONED = r"\d:\d\d(?::\d\d(?:\.\d+)?)?\s*(?:[zZ]|[+-]\d\d:?\d\d|UTC|GMT)$"
+
+_T = TypeVar("_T", bound=np.generic)
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    """Which CSV columns hold what.
+
+    ``time``, ``key`` and ``value`` must exist (``key=None`` reads the whole file as one
+    series, named after the file).  The optional columns follow one rule: left at its
+    standard name, a column is used when the file has it and ignored when it does not;
+    renamed to anything else, it must exist (a typo is an error, not silently no
+    labels); ``None`` means "do not use it even if present".
+
+    Attributes
+    ----------
+    time
+        Timestamps: ISO 8601 or anything pandas parses; naive = UTC, offsets converted.
+    key
+        Series key (combo).
+    value
+        Non-negative counts; an empty cell (or ``NaN``/``null``) is a missing step.
+    label
+        Ground-truth anomaly flag: 0/1 or true/false, empty = 0.
+    split
+        ``train``/``val``/``test`` (``validation``/``valid`` accepted).
+    event
+        Anomaly event id (groups labelled steps into events).
+    anomaly_type
+        Kind of anomaly (free text).
+    """
+
+    time: str = "timestamp"
+    key: str | None = "combo"
+    value: str = "count"
+    label: str | None = "is_anomaly"
+    split: str | None = "split"
+    event: str | None = "event_id"
+    anomaly_type: str | None = "anomaly_type"
+
+
+_DEFAULT_NAMES = {f.name: f.default for f in fields(ColumnSpec)}
+
+
+def parse_freq(freq: str) -> pd.Timedelta:
+    """The fixed step length of a pandas frequency string.
+
+    Parameters
+    ----------
+    freq
+        A fixed-length pandas frequency such as ``"1h"``, ``"30min"`` or ``"5min"``.
+
+    Returns
+    -------
+    pandas.Timedelta
+        The step.
+
+    Raises
+    ------
+    ValueError
+        ``freq`` is not a frequency, is not of fixed length (``"MS"``) or is not positive.
+
+    Examples
+    --------
+    >>> parse_freq("30min")
+    Timedelta('0 days 00:30:00')
+    >>> int(parse_freq("1h").total_seconds())
+    3600
+    """
+    try:
+        offset = pd.tseries.frequencies.to_offset(freq)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"freq={freq!r} is not a pandas frequency (try '1h' or '30min')") from exc
+    if not isinstance(offset, pd.offsets.Tick):
+        raise ValueError(f"freq={freq!r} has no fixed length; use a fixed one like '1h' or '30min'")
+    step = pd.Timedelta(offset)
+    if step <= pd.Timedelta(0):
+        raise ValueError(f"freq={freq!r} must be a positive step")
+    return step
+
+
+def load_counts(
+    path: str | Path,
+    columns: ColumnSpec = ColumnSpec(),  # frozen, so a shared default is safe
+    freq: str = "1h",
+    train_frac: float = 0.70,
+    val_frac: float = 0.15,
+) -> pd.DataFrame:
+    """Read a long CSV of counts into the grid frame (see the module docstring).
+
+    Parameters
+    ----------
+    path
+        The CSV file.
+    columns
+        Which columns hold what; see ``ColumnSpec`` for the optional-column rule.
+    freq
+        Step of the grid (fixed pandas frequency: ``"1h"``, ``"30min"``, ...).  Every
+        timestamp must sit on it (counted from the Unix epoch, in UTC).
+    train_frac, val_frac
+        Only when the file has no split column: the first ``train_frac`` of each
+        series' grid is ``train``, the next ``val_frac`` is ``val``, the rest ``test``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The grid frame, columns ``FRAME_COLUMNS``; ``attrs`` holds ``source``, ``freq``
+        and ``split_source`` (``"file"`` or ``"fractions"``).
+
+    Raises
+    ------
+    ContractError
+        A required column is absent, a cell cannot be parsed (bad timestamp, non-numeric
+        or negative count, bad label or split), a (combo, timestamp) pair repeats, a
+        timestamp is off the ``freq`` grid, or a combo's splits are not in time order.
+    ValueError
+        Bad ``freq`` or fractions.
+    """
+    step = parse_freq(freq)
+    if not (0.0 < train_frac < 1.0 and 0.0 <= val_frac < 1.0 and train_frac + val_frac <= 1.0):
+        raise ValueError(
+            f"train_frac={train_frac!r}, val_frac={val_frac!r}: need 0 < train_frac < 1, "
+            "0 <= val_frac and train_frac + val_frac <= 1"
+        )
+    path = Path(path)
+    raw = _read_text_table(path)
+    used = _resolve_columns(columns, list(raw.columns), path)
+    lines = np.arange(len(raw)) + 2  # 1-based file lines; line 1 is the header
+
+    key_col = used["key"]
+    keys = (
+        raw[key_col].str.strip()
+        if key_col is not None
+        else pd.Series(path.stem, index=raw.index, dtype=object)
+    )
+    if key_col is not None and (keys == "").any():
+        i = int(np.flatnonzero((keys == "").to_numpy())[0])
+        raise ContractError(f"{path}: line {lines[i]}: empty key in column {key_col!r}")
+
+    time_col, value_col = columns.time, columns.value  # required: checked above
+    times = _parse_times(raw[time_col], path, time_col, keys, lines)
+    values, empty = _parse_values(raw[value_col], path, value_col, keys, times, lines)
+    frame = pd.DataFrame(
+        {
+            "timestamp": times,
+            "combo": keys.astype(object),
+            "value": values,
+            "line": lines,
+        }
+    )
+    event_col, type_col = used["event"], used["anomaly_type"]
+    frame["event_id"] = raw[event_col].str.strip() if event_col else ""
+    frame["anomaly_type"] = raw[type_col].str.strip() if type_col else ""
+    if used["label"]:
+        frame["is_anomaly"] = _parse_labels(raw[used["label"]], path, used["label"], lines)
+    else:
+        frame["is_anomaly"] = frame["event_id"] != ""
+    if used["split"]:
+        frame["split"] = _parse_splits(raw[used["split"]], path, used["split"], lines)
+
+    _check_unique(frame, path)
+    _check_aligned(frame, step, freq, path)
+    frame = frame.sort_values(["combo", "timestamp"], kind="stable").reset_index(drop=True)
+    if used["split"]:
+        _check_split_order(frame, path)
+
+    parts = [
+        _to_grid(series, step, train_frac, val_frac, has_split=used["split"] is not None)
+        for _, series in frame.groupby("combo", sort=True)
+    ]
+    out = pd.concat(parts, ignore_index=True)[list(FRAME_COLUMNS)]
+    out.attrs.update(
+        source=str(path), freq=freq, split_source="file" if used["split"] else "fractions"
+    )
+    _log_summary(out, path, n_rows=len(raw), n_empty=int(empty.sum()))
+    return out
+
+
+def split_frame(frame: pd.DataFrame, split: str) -> pd.DataFrame:
+    """The rows of one split (``"all"`` keeps every row), index reset.
+
+    Parameters
+    ----------
+    frame
+        A grid frame.
+    split
+        ``train``, ``val`` (or ``validation``/``valid``), ``test`` or ``all``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        A copy of the matching rows.
+
+    Examples
+    --------
+    >>> f = pd.DataFrame({"value": [1.0, 2.0, 3.0], "split": ["train", "val", "test"]})
+    >>> split_frame(f, "validation")["value"].tolist()
+    [2.0]
+    """
+    if split == "all":
+        return frame.reset_index(drop=True)
+    name = _SPLIT_ALIASES.get(split.strip().lower())
+    if name is None:
+        raise ValueError(f"split={split!r} is not one of {[*SPLITS, 'all']}")
+    return frame[frame["split"] == name].reset_index(drop=True)
+
+
+def series_by_combo(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """One frame per combo, sorted by timestamp, index reset; keys in sorted order.
+
+    Examples
+    --------
+    >>> f = pd.DataFrame({"combo": ["b", "a", "b"], "timestamp": [2, 1, 1]})
+    >>> {k: v["timestamp"].tolist() for k, v in series_by_combo(f).items()}
+    {'a': [1], 'b': [1, 2]}
+    """
+    return {
+        str(combo): series.sort_values("timestamp", kind="stable").reset_index(drop=True)
+        for combo, series in frame.groupby("combo", sort=True)
+    }
+
+
+def sliding_windows(values: NDArray[_T], window: int) -> NDArray[_T]:
+    """All windows of ``window`` consecutive values, one per row (a read-only view).
+
+    Row ``i`` covers ``values[i : i + window]``, so the row *ending* at index ``t`` is
+    row ``t - window + 1``.  Shorter input than ``window`` gives zero rows.
+
+    Parameters
+    ----------
+    values
+        1-D array.
+    window
+        Window length, at least 1.
+
+    Returns
+    -------
+    NDArray
+        Shape ``(max(n - window + 1, 0), window)``, same dtype as ``values``.
+
+    Examples
+    --------
+    >>> sliding_windows(np.arange(5), 3)
+    array([[0, 1, 2],
+           [1, 2, 3],
+           [2, 3, 4]])
+    >>> sliding_windows(np.arange(2.0), 3).shape
+    (0, 3)
+    """
+    arr: NDArray[_T] = np.asarray(values)
+    if arr.ndim != 1:
+        raise ValueError(f"values must be 1-D, got shape {arr.shape}")
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window!r}")
+    if arr.shape[0] < window:
+        return arr[:0, np.newaxis].repeat(window, axis=1)
+    return np.lib.stride_tricks.sliding_window_view(arr, window)
+
+
+def events_from_labels(
+    is_anomaly: ArrayLike, event_id: ArrayLike | None = None
+) -> list[tuple[int, int]]:
+    """Anomaly events as ``(start, end)`` index pairs, ``end`` inclusive, sorted by start.
+
+    Without ``event_id``, each contiguous run of labelled positions is one event.  With
+    it, labelled positions sharing a non-empty id form one event spanning its first to
+    last position (so a missing step inside an event does not split it); labelled
+    positions with an empty id fall back to contiguous runs.
+
+    Parameters
+    ----------
+    is_anomaly
+        Boolean labels (0/1 accepted), 1-D.
+    event_id
+        Optional event ids, same length; ``""``, ``None`` and ``NaN`` mean no id.
+
+    Returns
+    -------
+    list[tuple[int, int]]
+        Events in order of their start.
+
+    Examples
+    --------
+    >>> events_from_labels([0, 1, 1, 0, 1])
+    [(1, 2), (4, 4)]
+    >>> events_from_labels([1, 0, 1, 0, 1], ["a", "", "a", "", ""])
+    [(0, 2), (4, 4)]
+    """
+    labels = np.asarray(is_anomaly).astype(bool)
+    if labels.ndim != 1:
+        raise ValueError(f"is_anomaly must be 1-D, got shape {labels.shape}")
+    if event_id is None:
+        return _runs(labels)
+    ids = pd.Series(np.asarray(event_id, dtype=object)).fillna("").astype(str).to_numpy()
+    if ids.shape != labels.shape:
+        raise ValueError(f"event_id has shape {ids.shape}, is_anomaly has {labels.shape}")
+    named = labels & (ids != "")
+    spans = _runs(labels & ~named)
+    positions = np.flatnonzero(named)
+    if positions.size:
+        groups = pd.Series(positions).groupby(ids[positions], sort=False)
+        spans += [(int(g.iloc[0]), int(g.iloc[-1])) for _, g in groups]
+    return sorted(spans)
+
+
+def check_min_length(
+    frame: pd.DataFrame, window: int, min_train_points: int, split: str = "train"
+) -> dict[str, int]:
+    """Make sure every combo has enough observed steps in ``split`` to train on.
+
+    A combo needs at least ``max(min_train_points, window)`` non-missing steps there.
+
+    Parameters
+    ----------
+    frame
+        A grid frame.
+    window
+        Window length of the detector.
+    min_train_points
+        Minimum number of observed training steps.
+    split
+        The split to count in (default ``train``).
+
+    Returns
+    -------
+    dict[str, int]
+        Observed steps per combo.
+
+    Raises
+    ------
+    DataError
+        Naming every combo that is too short, with its count.
+    """
+    need = max(int(min_train_points), int(window))
+    part = split_frame(frame, split)
+    combos = sorted(frame["combo"].unique())
+    observed = (~part["missing"]).groupby(part["combo"]).sum()
+    counts = {str(c): int(observed.get(c, 0)) for c in combos}
+    short = {c: n for c, n in counts.items() if n < need}
+    if short:
+        listed = ", ".join(f"{c!r} has {n}" for c, n in short.items())
+        raise DataError(
+            f"series too short to train on: {listed} observed {split} steps; each needs at "
+            f"least {need} (max of min_train_points={min_train_points} and window={window})"
+        )
+    return counts
+
+
+# --------------------------------------------------------------------------- internals
+
+
+def _read_text_table(path: Path) -> pd.DataFrame:
+    """Every cell as a string, nothing turned into NaN yet (we validate it ourselves)."""
+    try:
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
+    except pd.errors.EmptyDataError as exc:
+        raise ContractError(f"{path} is empty (expected a header and rows)") from exc
+    except pd.errors.ParserError as exc:
+        raise ContractError(f"{path} is not a readable CSV: {exc}") from exc
+    raw.columns = [str(c).strip() for c in raw.columns]
+    if raw.empty:
+        raise ContractError(f"{path} has a header ({list(raw.columns)}) but no rows")
+    return raw
+
+
+def _resolve_columns(spec: ColumnSpec, header: list[str], path: Path) -> dict[str, str | None]:
+    """Map each role to the column actually used (``None`` = not used)."""
+    used: dict[str, str | None] = {}
+    for role in ("time", "key", "value", *_OPTIONAL):
+        name = getattr(spec, role)
+        if name is None:
+            if role in ("time", "value"):
+                raise ValueError(f"ColumnSpec.{role} cannot be None")
+            used[role] = None
+        elif name in header:
+            used[role] = name
+        elif role in _OPTIONAL and name == _DEFAULT_NAMES[role]:
+            used[role] = None  # standard optional column, simply not in this file
+        else:
+            raise ContractError(
+                f"{path}: column {name!r} (ColumnSpec.{role}) is not in the file; "
+                f"its columns are {header}"
+            )
+    chosen = [c for c in used.values() if c is not None]
+    clashes = sorted({c for c in chosen if chosen.count(c) > 1})
+    if clashes:
+        raise ValueError(f"ColumnSpec uses column(s) {clashes} for more than one role")
+    return used
+
+
+def _where(keys: pd.Series, i: int) -> str:
+    return f"combo {keys.iloc[i]!r}"
+
+
+def _parse_times(
+    raw: pd.Series, path: Path, col: str, keys: pd.Series, lines: NDArray[np.int64]
+) -> pd.Series:
+    """Parse to UTC: naive means UTC, offsets are converted."""
+    text = raw.str.strip()
+    # Parse zoned and naive strings apart: pandas 2.3 applies an earlier row's offset to
+    # later naive rows when both kinds share one ISO 8601 call.
+    zoned = text.str.contains(_ZONED, regex=True).to_numpy()
+    times = pd.Series(pd.NaT, index=text.index, dtype="datetime64[ns, UTC]")
+    for part in (zoned, ~zoned):
+        if part.any():
+            times[part] = pd.to_datetime(text[part], utc=True, format="ISO8601", errors="coerce")
+    retry = times.isna() & (text != "")
+    if retry.any():
+        times[retry] = pd.to_datetime(text[retry], utc=True, format="mixed", errors="coerce")
+    bad = times.isna().to_numpy()
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ContractError(
+            f"{path}: line {lines[i]}: timestamp {text.iloc[i]!r} in column {col!r} "
+            f"({_where(keys, i)}) is not a date-time; {int(bad.sum())} row(s) like this"
+        )
+    return times.astype("datetime64[ns, UTC]")
+
+
+def _parse_values(
+    raw: pd.Series,
+    path: Path,
+    col: str,
+    keys: pd.Series,
+    times: pd.Series,
+    lines: NDArray[np.int64],
+) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+    """Counts as float64; empty cells become NaN (missing). Returns (values, empty)."""
+    text = raw.str.strip()
+    empty = text.str.lower().isin(_EMPTY_VALUES).to_numpy()
+    values = pd.to_numeric(text.where(~empty), errors="coerce").to_numpy(dtype=np.float64)
+
+    def fail(mask: NDArray[np.bool_], what: str) -> None:
+        i = int(np.flatnonzero(mask)[0])
+        raise ContractError(
+            f"{path}: line {lines[i]}: {col} {text.iloc[i]!r} ({_where(keys, i)}, "
+            f"{times.iloc[i].isoformat()}) {what}; {int(mask.sum())} row(s) like this"
+        )
+
+    not_number = ~empty & ~np.isfinite(values)
+    if not_number.any():
+        fail(not_number, "is not a finite number")
+    negative = ~empty & (values < 0)
+    if negative.any():
+        fail(negative, "is negative (counts must be >= 0)")
+    return values, empty
+
+
+def _parse_labels(raw: pd.Series, path: Path, col: str, lines: NDArray[np.int64]) -> pd.Series:
+    text = raw.str.strip().str.lower()
+    bad = ~(text.isin(_TRUE) | text.isin(_FALSE)).to_numpy()
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ContractError(
+            f"{path}: line {lines[i]}: label {raw.iloc[i]!r} in column {col!r} is not "
+            "0/1 or true/false"
+        )
+    return text.isin(_TRUE)
+
+
+def _parse_splits(raw: pd.Series, path: Path, col: str, lines: NDArray[np.int64]) -> pd.Series:
+    mapped = raw.str.strip().str.lower().map(_SPLIT_ALIASES)
+    bad = mapped.isna().to_numpy()
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ContractError(
+            f"{path}: line {lines[i]}: split {raw.iloc[i]!r} in column {col!r} is not one of "
+            f"{list(SPLITS)} (or validation/valid)"
+        )
+    return mapped.astype(object)
+
+
+def _check_unique(frame: pd.DataFrame, path: Path) -> None:
+    dup = frame.duplicated(["combo", "timestamp"], keep=False).to_numpy()
+    if not dup.any():
+        return
+    rows = frame[dup]
+    first = rows.iloc[0]
+    same = rows[(rows["combo"] == first["combo"]) & (rows["timestamp"] == first["timestamp"])]
+    n_pairs = len(rows.drop_duplicates(["combo", "timestamp"]))
+    raise ContractError(
+        f"{path}: duplicate rows for combo {first['combo']!r} at "
+        f"{first['timestamp'].isoformat()} (lines {same['line'].tolist()}); "
+        f"{n_pairs} (combo, timestamp) pair(s) repeat. Aggregate or drop duplicates first"
+    )
+
+
+def _check_aligned(frame: pd.DataFrame, step: pd.Timedelta, freq: str, path: Path) -> None:
+    ts = frame["timestamp"]
+    off = (ts != ts.dt.floor(step)).to_numpy()
+    if off.any():
+        i = int(np.flatnonzero(off)[0])
+        raise ContractError(
+            f"{path}: line {frame['line'].iloc[i]}: timestamp {ts.iloc[i].isoformat()} "
+            f"(combo {frame['combo'].iloc[i]!r}) is not on the freq={freq!r} grid; "
+            f"{int(off.sum())} row(s) like this. Pass the data's real freq, or resample first"
+        )
+
+
+def _check_split_order(frame: pd.DataFrame, path: Path) -> None:
+    """Within each combo (sorted by time), splits must run train -> val -> test."""
+    rank = frame["split"].map({s: i for i, s in enumerate(SPLITS)}).to_numpy()
+    same_combo = frame["combo"].to_numpy()[1:] == frame["combo"].to_numpy()[:-1]
+    back = np.flatnonzero(same_combo & (rank[1:] < rank[:-1]))
+    if back.size:
+        i = int(back[0]) + 1
+        row, prev = frame.iloc[i], frame.iloc[i - 1]
+        raise ContractError(
+            f"{path}: line {row['line']}: combo {row['combo']!r} is {row['split']!r} at "
+            f"{row['timestamp'].isoformat()} after {prev['split']!r} at "
+            f"{prev['timestamp'].isoformat()}; splits must follow time: train, then val, "
+            "then test"
+        )
+
+
+def _to_grid(
+    series: pd.DataFrame,
+    step: pd.Timedelta,
+    train_frac: float,
+    val_frac: float,
+    *,
+    has_split: bool,
+) -> pd.DataFrame:
+    """One combo (sorted by time) on its full regular grid."""
+    indexed = series.set_index("timestamp")
+    grid = pd.date_range(indexed.index[0], indexed.index[-1], freq=step, name="timestamp")
+    out = indexed.reindex(grid).reset_index()
+    out["combo"] = series["combo"].iloc[0]
+    out["value"] = out["value"].astype(np.float64)
+    out["missing"] = out["value"].isna()
+    out["is_anomaly"] = out["is_anomaly"].eq(True)
+    out["anomaly_type"] = out["anomaly_type"].fillna("").astype(object)
+    out["event_id"] = out["event_id"].fillna("").astype(object)
+    if has_split:
+        # a gap takes the split of the observed step before it (a split starts at its
+        # first observed step)
+        out["split"] = out["split"].ffill().astype(object)
+    else:
+        n = len(out)
+        n_train = int(np.floor(n * train_frac))
+        n_train_val = int(np.floor(n * (train_frac + val_frac)))
+        labels = np.full(n, "test", dtype=object)
+        labels[:n_train_val] = "val"
+        labels[:n_train] = "train"
+        out["split"] = labels
+    return out
+
+
+def _log_summary(out: pd.DataFrame, path: Path, *, n_rows: int, n_empty: int) -> None:
+    per_combo = out.groupby("combo")["missing"].agg(["size", "sum"])
+    log.info(
+        "loaded %s: %d rows -> %d grid steps, %d combos, %d missing (%d empty cells), "
+        "%d labelled, split from %s",
+        path,
+        n_rows,
+        len(out),
+        len(per_combo),
+        int(per_combo["sum"].sum()),
+        n_empty,
+        int(out["is_anomaly"].sum()),
+        out.attrs.get("split_source", "?"),
+    )
+    for combo, row in per_combo.iterrows():
+        share = row["sum"] / row["size"]
+        if share > 0.2:
+            log.warning(
+                "combo %r: %d of %d grid steps are missing (%.0f%%): wrong freq?",
+                combo,
+                row["sum"],
+                row["size"],
+                100 * share,
+            )
+
+
+def _runs(mask: NDArray[np.bool_]) -> list[tuple[int, int]]:
+    """Contiguous runs of True as (start, end) inclusive."""
+    padded = np.concatenate([[False], mask, [False]]).astype(np.int8)
+    edges = np.diff(padded)
+    starts = np.flatnonzero(edges == 1)
+    ends = np.flatnonzero(edges == -1) - 1
+    return [(int(a), int(b)) for a, b in zip(starts, ends, strict=True)]
