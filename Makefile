@@ -14,7 +14,7 @@ SPARK_STAMP := infra/spark/jars/.fetched
 MVN := mvn -q -B
 
 .PHONY: help install install-browser run test test-fast lint format kafka-up kafka-down \
-        kafka-status train evaluate clean
+        kafka-status train evaluate score clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  make %-16s %s\n", $$1, $$2}'
@@ -74,6 +74,16 @@ kafka-down: install ## stop the local broker
 
 kafka-status: install ## is the local broker running?
 	$(PY) -m app.kafka_local status
+
+TRAIN_DETECTOR ?= all
+train: install ## train FCVAE + VAE+GAN + ensemble for the demo combos into models/ (TRAIN_DETECTOR=fcvae|vaegan|all)
+	$(PY) -m app.train --detector $(TRAIN_DETECTOR) --output-dir models
+
+evaluate: install ## test-split metrics (metrics.json, metrics.md) and plots into plots/eval
+	$(PY) -m app.evaluate detailed --model-dir models --output-dir plots/eval
+
+score: install ## score the whole demo CSV causally into scores.csv (as the stream would)
+	$(PY) -m app.score --model-dir models --output scores.csv
 
 clean: ## remove run-time state (Kafka data, checkpoints, plots); keeps .venv and jars
 	rm -rf .run plots .pytest_cache

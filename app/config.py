@@ -124,7 +124,7 @@ class StreamSettings(BaseSettings):
     detector: Literal["ensemble", "fcvae", "vaegan"] = "ensemble"
     window_size: int = Field(default=24, ge=2)
     max_gap_hours: int = Field(default=6, ge=0)
-    n_samples: int = Field(default=16, ge=1)
+    n_samples: int | None = Field(default=None, ge=1)  # None = the value the model was trained with
     torch_threads: int = Field(default=1, ge=1)
     step_seconds: int = Field(default=3600, ge=1)
     max_message_bytes: int = Field(default=10_000, ge=100)

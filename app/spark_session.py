@@ -82,6 +82,8 @@ def build_spark_session(
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.sql.streaming.forceDeleteTempCheckpointLocation", "true")
         .config("spark.executorEnv.PYSPARK_PYTHON", os.environ["PYSPARK_PYTHON"])
+        .config("spark.executorEnv.PYTHONWARNINGS", "ignore::FutureWarning")
+        .config("spark.ui.showConsoleProgress", "false")
     )
     if settings.spark_master.startswith("local"):
         builder = builder.config("spark.driver.host", settings.spark_local_ip).config(

@@ -12,15 +12,20 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
+import json
 import logging
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from types import FrameType
+from typing import Any
 
+from app import PROJECT_ROOT
 from app.config import BrokerSettings, KafkaSettings
 from app.errors import InfraError
 from app.kafka_io import ensure_product_topics
@@ -83,8 +88,30 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
     raise _Stop(signal.Signals(signum).name)
 
 
+def _dashboard_url() -> str:
+    from app.dashboard.settings import DashboardSettings
+
+    settings = DashboardSettings()
+    host = "127.0.0.1" if settings.dashboard_host in ("0.0.0.0", "") else settings.dashboard_host
+    return f"http://{host}:{settings.dashboard_port}"
+
+
+def _health(url: str) -> dict[str, Any] | None:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+            return dict(json.loads(response.read()))
+    except urllib.error.HTTPError as exc:  # 503 still carries the JSON
+        try:
+            return dict(json.loads(exc.read()))
+        except ValueError:
+            return None
+    except (OSError, ValueError):
+        return None
+
+
 def run_stack(keep_broker: bool = False) -> int:
     """Start everything, wait for Ctrl-C, stop everything; return an exit code."""
+    started_at = time.monotonic()
     broker = LocalKafkaBroker(BrokerSettings())
     kafka = KafkaSettings()
     signal.signal(signal.SIGTERM, _raise_stop)
@@ -93,23 +120,43 @@ def run_stack(keep_broker: bool = False) -> int:
         broker.start()
         ensure_product_topics(kafka)
         env = dict(os.environ)
+        env.setdefault(
+            "GROUND_TRUTH_PATH", str(PROJECT_ROOT / "data" / "synthetic_transactions.csv")
+        )
         for service in SERVICES:
             if not service.available():
                 log.warning(
-                    "%s is not part of this checkout yet (%s); skipping it",
+                    "%s is not part of this checkout (%s); skipping it",
                     service.name,
                     service.module,
                 )
                 continue
             service.start(env)
             started.append(service)
-        log.info(
-            "stack is up: Kafka on %s. Press Ctrl-C to stop everything.", broker.bootstrap_servers
-        )
+        url = _dashboard_url()
+        announced = first_scored = False
+        log.info("stack starting: Kafka on %s; Ctrl-C stops everything", broker.bootstrap_servers)
         while True:
             for service in started:
                 if service.proc is not None and service.proc.poll() is not None:
+                    if service.name == "producer" and service.proc.returncode == 0:
+                        log.info("producer finished its replay (LOOP_DATA=true replays forever)")
+                        service.proc = None
+                        continue
                     raise InfraError(f"{service.name} exited with code {service.proc.returncode}")
+            if not (announced and first_scored):
+                health = _health(url)
+                if health is not None and not announced:
+                    announced = True
+                    log.info("dashboard is up: %s  (health: %s)", url, health.get("status"))
+                    print(f"\n  Dashboard: {url}\n", flush=True)  # the command's answer
+                scored = ((health or {}).get("counters") or {}).get("scored", 0)
+                if scored and not first_scored:
+                    first_scored = True
+                    log.info(
+                        "first scored hour on the dashboard %.1f s after `make run` started",
+                        time.monotonic() - started_at,
+                    )
             time.sleep(1.0)
     except (KeyboardInterrupt, _Stop):
         log.info("stopping the stack ...")

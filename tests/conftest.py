@@ -67,3 +67,28 @@ def spark(tmp_path_factory: pytest.TempPathFactory):
         yield session
     finally:
         session.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tiny FCVAE models for two demo combos, trained and calibrated by the real CLI."""
+    from app.train import main as train_main
+
+    root = tmp_path_factory.mktemp("models")
+    code = train_main(
+        [
+            "--detector",
+            "fcvae",
+            "--tiny",
+            "--epochs",
+            "3",
+            "--no-progress",
+            "--combos",
+            "Accel_CMP",
+            "Star_nopin",
+            "--output-dir",
+            str(root),
+        ]
+    )
+    assert code == 0
+    return root

@@ -1,0 +1,347 @@
+"""The detector contract, fit reports, score details and the on-disk artifact format.
+
+Every detector scores the **last point** of a window of raw hourly counts; **higher scores
+mean more anomalous**. Detectors never decide (threshold) themselves: calibration and
+thresholds live in ``app.postprocess`` and are stored by the caller through ``extra_meta``.
+
+Artifact format (one directory per trained detector)
+----------------------------------------------------
+``meta.json``
+    Sorted, indented JSON: ``schema_version``, ``detector``, ``versions`` (torch, numpy,
+    python at save time) and whatever the detector and its caller add (params, normalisation
+    statistics, seed, fit report, calibration, threshold, metrics).
+``weights.pt``
+    ``torch.save`` of a plain ``dict[str, state_dict]`` (one entry per sub-network): tensors
+    only, loaded with ``torch.load(..., weights_only=True)``. No object is ever pickled.
+
+Both files are written into a temporary directory beside the target, which then replaces the
+target directory, so a reader sees either the old artifact or the new one, never a mix.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import platform
+import shutil
+import tempfile
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from pydantic import BaseModel
+
+from app.errors import ArtifactError, ContractError
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+META_FILE = "meta.json"
+WEIGHTS_FILE = "weights.pt"
+
+StateDicts = dict[str, dict[str, torch.Tensor]]
+
+
+@dataclass
+class FitReport:
+    """What one ``fit`` did.
+
+    Attributes
+    ----------
+    epochs_run
+        Epochs actually trained (fewer than asked when early stopping fired).
+    best_epoch
+        1-based epoch whose weights were kept (the one with the lowest validation loss; the
+        last epoch when no validation series was given).
+    best_val_loss
+        Validation loss of the kept weights (NaN without a validation series).
+    history
+        Per-epoch values, one list per named term: ``train_<term>`` and ``val_<term>`` for each
+        loss term (``loss``, ``nll``, ``kl``), plus ``lr`` and ``kl_weight``.
+    seconds
+        Wall-clock seconds spent in ``fit``.
+    n_train_windows, n_val_windows
+        Windows trained / validated on (before augmentation).
+    stopped_early
+        True when early stopping ended training before ``epochs``.
+    """
+
+    epochs_run: int
+    best_epoch: int
+    best_val_loss: float
+    history: dict[str, list[float]] = field(default_factory=dict)
+    seconds: float = 0.0
+    n_train_windows: int = 0
+    n_val_windows: int = 0
+    stopped_early: bool = False
+
+    @property
+    def seconds_per_epoch(self) -> float:
+        """Mean wall-clock seconds per epoch run."""
+        return self.seconds / max(self.epochs_run, 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable copy (non-finite floats become ``None``)."""
+        return _jsonable(asdict(self))
+
+
+@dataclass(frozen=True)
+class ScoreDetails:
+    """Per-window scoring output; every array has shape ``(n,)`` and dtype float64.
+
+    Attributes
+    ----------
+    score
+        Raw anomaly score of each window's last point; **higher = more anomalous**.
+    expected
+        The count the model expected for the last point, in raw units.
+    expected_std
+        Spread of that expectation in raw units (one "sigma" of the predictive distribution;
+        for skewed bands it is ``(expected_high - expected_low) / (2 * band_sigmas)``).
+    expected_low, expected_high
+        A band around ``expected`` in raw units (never below 0).
+    """
+
+    score: NDArray[np.float64]
+    expected: NDArray[np.float64]
+    expected_std: NDArray[np.float64]
+    expected_low: NDArray[np.float64]
+    expected_high: NDArray[np.float64]
+
+
+class Detector(ABC):
+    """A window-scoring anomaly detector; **higher scores mean more anomalous**.
+
+    Subclasses set ``name`` (also the ``detector`` field of their artifacts), implement
+    ``fit``, ``score_details``, ``save``, ``load`` and ``tiny_params``, and expose the meta
+    dict of a loaded artifact as ``meta``. Scoring before ``fit``/``load`` raises
+    ``NotFittedError``. Scores depend only on the window, the model and the window's seed.
+    """
+
+    name: ClassVar[str]
+    meta: dict[str, Any]
+
+    @property
+    @abstractmethod
+    def is_fitted(self) -> bool:
+        """True once ``fit`` or ``load`` has run."""
+
+    @property
+    @abstractmethod
+    def window(self) -> int:
+        """Window length W (hours) the detector scores."""
+
+    @abstractmethod
+    def fit(
+        self,
+        train: NDArray[np.float64],
+        *,
+        val: NDArray[np.float64] | None = None,
+        seed: int = 0,
+        progress: bool = True,
+    ) -> FitReport:
+        """Learn from a 1-D raw count series on a regular hourly grid (NaN = missing hour)."""
+
+    @abstractmethod
+    def score_details(self, windows: NDArray[np.float64], seeds: NDArray[np.int64]) -> ScoreDetails:
+        """Score ``(n, W)`` raw windows (NaN = missing; the last point present), one seed each."""
+
+    def score(self, windows: NDArray[np.float64], seeds: NDArray[np.int64]) -> NDArray[np.float64]:
+        """Raw score of each window's last point, shape ``(n,)``; higher = more anomalous."""
+        return self.score_details(windows, seeds).score
+
+    @abstractmethod
+    def save(self, directory: Path, extra_meta: dict[str, Any] | None = None) -> None:
+        """Write the artifact to ``directory`` (atomically); ``extra_meta`` joins meta.json."""
+
+    @classmethod
+    @abstractmethod
+    def load(cls, directory: Path, *, device: str = "cpu") -> Self:
+        """Rebuild a fitted detector from ``directory``; its meta is ``.meta``."""
+
+    @staticmethod
+    @abstractmethod
+    def tiny_params() -> BaseModel:
+        """Parameters small enough to train in a few seconds (tests)."""
+
+
+def validate_windows(
+    windows: NDArray[np.float64] | Any, seeds: NDArray[np.int64] | Any, window: int
+) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
+    """Check the scoring inputs and return them as float64 ``(n, W)`` and int64 ``(n,)``.
+
+    Raises
+    ------
+    ContractError
+        Wrong shapes, a non-integer seed array, an infinite value, or a window whose last
+        point is missing (the caller must not ask to score a missing hour).
+
+    Examples
+    --------
+    >>> w, s = validate_windows([[1.0, float("nan"), 3.0]], [7], window=3)
+    >>> w.shape, s.dtype.name
+    ((1, 3), 'int64')
+    """
+    arr = np.asarray(windows, dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[1] != window:
+        raise ContractError(f"windows must have shape (n, {window}); got {arr.shape}")
+    seed_arr = np.asarray(seeds)
+    if seed_arr.shape != (arr.shape[0],):
+        raise ContractError(
+            f"seeds must have shape ({arr.shape[0]},) (one per window); got {seed_arr.shape}"
+        )
+    if seed_arr.size and seed_arr.dtype.kind not in "iu":
+        raise ContractError(f"seeds must be integers; got dtype {seed_arr.dtype}")
+    if np.isinf(arr).any():
+        bad = int(np.argwhere(np.isinf(arr))[0][0])
+        raise ContractError(f"window {bad} holds an infinite value: {arr[bad].tolist()}")
+    if arr.shape[0] and np.isnan(arr[:, -1]).any():
+        bad = int(np.flatnonzero(np.isnan(arr[:, -1]))[0])
+        raise ContractError(
+            f"window {bad} has a missing last point; only present hours can be scored"
+        )
+    return arr, seed_arr.astype(np.int64, copy=False)
+
+
+def library_versions() -> dict[str, str]:
+    """Versions recorded in every artifact."""
+    return {
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain JSON types: numpy scalars/arrays unwrapped, paths as str, NaN/inf as None."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return _jsonable(value.item())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, BaseModel):
+        return _jsonable(value.model_dump(mode="json"))
+    return value
+
+
+def write_artifact(directory: Path, meta: dict[str, Any], state_dicts: StateDicts) -> None:
+    """Write ``meta.json`` and ``weights.pt`` into ``directory``, atomically.
+
+    ``meta`` gets ``schema_version``, ``detector`` (must already be in ``meta``) and
+    ``versions`` added or checked; non-finite floats are written as ``null``. The files go to
+    a temporary directory beside ``directory``, which then replaces ``directory`` as a whole
+    (the directory holds only the artifact).
+
+    Raises
+    ------
+    ArtifactError
+        ``meta`` has no ``detector`` name, is not JSON-serialisable, or the write failed.
+    """
+    directory = Path(directory)
+    if not isinstance(meta.get("detector"), str):
+        raise ArtifactError(f"meta must name its detector; got detector={meta.get('detector')!r}")
+    full = {**meta, "schema_version": SCHEMA_VERSION, "versions": library_versions()}
+    try:
+        text = json.dumps(_jsonable(full), sort_keys=True, indent=2, allow_nan=False) + "\n"
+    except (TypeError, ValueError) as exc:
+        raise ArtifactError(f"meta for {directory} is not JSON-serialisable: {exc}") from exc
+    weights = {
+        str(part): {str(k): v.detach().cpu().clone() for k, v in sd.items()}
+        for part, sd in state_dicts.items()
+    }
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+    old: Path | None = None
+    try:
+        (tmp / META_FILE).write_text(text, encoding="utf-8")
+        torch.save(weights, tmp / WEIGHTS_FILE)
+        for name in (META_FILE, WEIGHTS_FILE):
+            with open(tmp / name, "rb") as fh:
+                os.fsync(fh.fileno())
+        if directory.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{directory.name}.old-", dir=directory.parent))
+            old.rmdir()
+            os.replace(directory, old)
+        os.replace(tmp, directory)
+    except (OSError, RuntimeError) as exc:
+        if old is not None and not directory.exists():
+            os.replace(old, directory)  # put the previous artifact back
+            old = None
+        raise ArtifactError(f"could not write the artifact to {directory}: {exc}") from exc
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    log.info("wrote %s artifact to %s", meta["detector"], directory)
+
+
+def read_artifact(
+    directory: Path, expected_detector: str, *, device: str | torch.device = "cpu"
+) -> tuple[dict[str, Any], StateDicts]:
+    """Read and check an artifact written by ``write_artifact``.
+
+    Returns
+    -------
+    (meta, state_dicts)
+        The parsed ``meta.json`` and the state dicts, mapped to ``device``.
+
+    Raises
+    ------
+    ArtifactError
+        The directory or a file is missing, ``meta.json`` is not valid JSON (or not an
+        object), the schema version or detector name differs, or the weights cannot be read.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ArtifactError(f"artifact directory {directory} does not exist (train first?)")
+    meta_path, weights_path = directory / META_FILE, directory / WEIGHTS_FILE
+    for path in (meta_path, weights_path):
+        if not path.is_file():
+            raise ArtifactError(f"{path} is missing: the artifact in {directory} is incomplete")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{meta_path} is not valid JSON: {exc}") from exc
+    if not isinstance(meta, dict):
+        raise ArtifactError(f"{meta_path} must hold a JSON object; got {type(meta).__name__}")
+    version = meta.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ArtifactError(
+            f"{meta_path} has schema_version {version!r}; this code reads {SCHEMA_VERSION} "
+            "(retrain, or use the code version that wrote it)"
+        )
+    if meta.get("detector") != expected_detector:
+        raise ArtifactError(
+            f"{directory} holds a {meta.get('detector')!r} artifact, not {expected_detector!r}"
+        )
+    saved_torch = (meta.get("versions") or {}).get("torch")
+    if saved_torch != torch.__version__:
+        log.warning(
+            "artifact %s was saved with torch %s; running torch %s (scores may differ slightly)",
+            directory,
+            saved_torch,
+            torch.__version__,
+        )
+    try:
+        weights = torch.load(weights_path, map_location=device, weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt/foreign files
+        raise ArtifactError(f"{weights_path} cannot be loaded as state dicts: {exc}") from exc
+    if not isinstance(weights, dict) or not all(
+        isinstance(sd, dict) and all(isinstance(t, torch.Tensor) for t in sd.values())
+        for sd in weights.values()
+    ):
+        raise ArtifactError(f"{weights_path} must hold a dict of state dicts (name -> tensors)")
+    return meta, weights

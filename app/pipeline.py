@@ -1,0 +1,348 @@
+"""Training, calibration and evaluation of per-combo detectors: the steps behind the CLIs
+(``app.train``, ``app.evaluate``) and the notebook API (``app.api``).
+
+Honesty rules enforced here:
+
+- normalisation statistics and weights come from the **train** split only;
+- early stopping sees the **validation** split with its labelled hours masked;
+- calibrators and thresholds are fitted on the **validation** split only (its labelled
+  events plus injected spikes and dips) — the test split is touched only by ``evaluate``;
+- every window is scored with the same per-(combo, hour) seed the stream uses, so the
+  validation scores are the scores the stream would produce.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+
+from app.baselines import SeasonalBaseline
+from app.data import sliding_windows
+from app.errors import DataError
+from app.evaluation import evaluate_series
+from app.postprocess.calibrate import EmpiricalCalibrator
+from app.postprocess.threshold import choose_threshold, inject_anomalies
+from app.streaming.state import window_seed
+
+log = logging.getLogger(__name__)
+
+DETECTORS = {
+    "fcvae": ("app.detectors.fcvae.detector", "FCVAEDetector", "FCVAEParams"),
+    "vaegan": ("app.detectors.vaegan.detector", "VAEGANDetector", "VAEGANParams"),
+}
+
+
+def detector_class(name: str) -> Any:
+    """The detector class registered as ``name`` (``fcvae`` or ``vaegan``)."""
+    if name not in DETECTORS:
+        raise ValueError(f"unknown detector {name!r}; choose one of {sorted(DETECTORS)}")
+    module, cls, _ = DETECTORS[name]
+    return getattr(importlib.import_module(module), cls)
+
+
+def params_class(name: str) -> Any:
+    module, _, params = DETECTORS[name]
+    return getattr(importlib.import_module(module), params)
+
+
+def derive_seed(seed: int, combo: str, purpose: str) -> int:
+    """A 31-bit seed for one (seed, combo, purpose), independent of training order.
+
+    Examples
+    --------
+    >>> derive_seed(42, "Accel_CMP", "fit") == derive_seed(42, "Accel_CMP", "fit")
+    True
+    """
+    digest = hashlib.blake2b(f"{seed}|{combo}|{purpose}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "little") & 0x7FFFFFFF
+
+
+@dataclass(frozen=True)
+class ComboSeries:
+    """One combo on its regular grid (all splits), as arrays."""
+
+    combo: str
+    timestamps: pd.DatetimeIndex
+    values: NDArray[np.float64]  # NaN = missing
+    labels: NDArray[np.bool_]
+    event_ids: NDArray[np.str_]
+    split: NDArray[np.str_]
+    step_seconds: int
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame, combo: str) -> ComboSeries:
+        part = frame[frame["combo"] == combo].sort_values("timestamp")
+        if part.empty:
+            raise DataError(
+                f"combo {combo!r} is not in the data (combos: {sorted(frame['combo'].unique())})"
+            )
+        ts = pd.DatetimeIndex(part["timestamp"])
+        step = int((ts[1] - ts[0]).total_seconds()) if len(ts) > 1 else 3600
+        return cls(
+            combo=combo,
+            timestamps=ts,
+            values=part["value"].to_numpy(dtype=np.float64),
+            labels=part["is_anomaly"].to_numpy(dtype=bool),
+            event_ids=part["event_id"].astype(str).to_numpy(),
+            split=part["split"].astype(str).to_numpy(),
+            step_seconds=step,
+        )
+
+    def positions(self, split: str) -> NDArray[np.intp]:
+        return np.flatnonzero(self.split == split)
+
+    def steps(self) -> NDArray[np.int64]:
+        return (self.timestamps.asi8 // 10**9 // self.step_seconds).astype(np.int64)
+
+    def span(self, split: str) -> dict[str, str]:
+        pos = self.positions(split)
+        if len(pos) == 0:
+            return {"start": "", "end": ""}
+        return {
+            "start": self.timestamps[pos[0]].isoformat(),
+            "end": self.timestamps[pos[-1]].isoformat(),
+        }
+
+
+def scorable(
+    values: NDArray[np.float64], positions: NDArray[np.intp], window: int
+) -> NDArray[np.intp]:
+    """Positions with a full window behind them and their own value present."""
+    pos = positions[positions >= window - 1]
+    return pos[np.isfinite(values[pos])]
+
+
+def score_positions(
+    detector: Any, series: ComboSeries, values: NDArray[np.float64], positions: NDArray[np.intp]
+) -> tuple[NDArray[np.float64], Any]:
+    """Detector scores of the windows ending at ``positions`` (NaN where not scorable)."""
+    out = np.full(len(values), np.nan)
+    pos = scorable(values, positions, detector.window)
+    if len(pos) == 0:
+        return out, None
+    windows = sliding_windows(values, detector.window)[pos - (detector.window - 1)]
+    steps = series.steps()[pos]
+    seeds = np.array([window_seed(series.combo, int(s)) for s in steps], dtype=np.int64)
+    details = detector.score_details(np.ascontiguousarray(windows), seeds)
+    out[pos] = details.score
+    return out, details
+
+
+def baseline_positions(
+    series: ComboSeries, values: NDArray[np.float64], positions: NDArray[np.intp]
+) -> NDArray[np.float64]:
+    """Seasonal robust-z scores (causal) at ``positions``, NaN elsewhere."""
+    scores = SeasonalBaseline().score(values, series.timestamps)
+    out = np.full(len(values), np.nan)
+    out[positions] = scores[positions]
+    return out
+
+
+def train_detector(
+    name: str,
+    series: ComboSeries,
+    *,
+    params: Any = None,
+    seed: int = 42,
+    device: str = "cpu",
+    progress: bool = True,
+) -> tuple[Any, Any]:
+    """Fit one detector on the train split; early-stop on validation with labels masked."""
+    train = series.values[series.positions("train")]
+    val = series.values[series.positions("val")].copy()
+    val[series.labels[series.positions("val")]] = np.nan
+    cls = detector_class(name)
+    detector = cls(params, device=device) if params is not None else cls(device=device)
+    n_train = int(np.isfinite(train).sum())
+    if n_train < 3 * detector.window:
+        raise DataError(
+            f"series {series.combo!r} has {n_train} observed training points; at least "
+            f"{3 * detector.window} are needed (3 windows of {detector.window})"
+        )
+    report = detector.fit(
+        train,
+        val=val if np.isfinite(val).sum() else None,
+        seed=derive_seed(seed, series.combo, name),
+        progress=progress,
+    )
+    return detector, report
+
+
+ScoreFn = Any  # (values, positions) -> raw scores over the whole series (NaN elsewhere)
+
+
+@dataclass(frozen=True)
+class ValidationSet:
+    """Validation hours twice: as they are, and with injected spikes/dips; the two copies
+    are laid end to end with a NaN gap so events and alarm runs never join."""
+
+    raw: NDArray[np.float64]  # raw scores of both copies (NaN in the gap / unscorable)
+    labels: NDArray[np.bool_]
+    event_ids: NDArray[np.str_]
+    clean: NDArray[np.bool_]  # real copy, no label: what calibrators are fitted on
+    n_real: int
+    n_injected_events: int
+
+
+GAP = 24
+
+
+def validation_set(
+    score_fn: ScoreFn, series: ComboSeries, *, seed: int = 42, n_inject: int = 12
+) -> ValidationSet:
+    """Score the validation split and a copy with ``n_inject`` injected spikes/dips.
+
+    The injections depend only on (seed, combo) and the data, so every detector of a
+    combo is calibrated on the same injected hours.
+    """
+    pos = series.positions("val")
+    if len(pos) == 0:
+        raise DataError(f"combo {series.combo!r} has no validation split to calibrate on")
+    real = score_fn(series.values, pos)[pos]
+    labels_real = series.labels[pos]
+    rng = np.random.default_rng(derive_seed(seed, series.combo, "inject"))
+    protect = labels_real | ~np.isfinite(series.values[pos])
+    injected_val, inj_labels, inj_ids = inject_anomalies(
+        series.values[pos], rng, n_events=n_inject, protect=protect
+    )
+    injected = series.values.copy()
+    injected[pos] = injected_val
+    inj = score_fn(injected, pos)[pos]
+    # Event ids must be unique per copy: an id shared by both copies would make one
+    # "event" span the gap between them and swallow every alarm in between.
+    real_ids = np.where(labels_real, "real:" + series.event_ids[pos], "")
+    copy_ids = np.where(labels_real, "copy:" + series.event_ids[pos], "")
+    both_ids = np.where(inj_ids >= 0, "inj:" + inj_ids.astype(str), copy_ids)
+    n = len(pos)
+    return ValidationSet(
+        raw=np.concatenate([real, np.full(GAP, np.nan), inj]),
+        labels=np.concatenate(
+            [labels_real, np.zeros(GAP, bool), labels_real | inj_labels.astype(bool)]
+        ),
+        event_ids=np.concatenate([real_ids, np.full(GAP, ""), both_ids]),
+        clean=np.concatenate([~labels_real & np.isfinite(real), np.zeros(GAP + n, bool)]),
+        n_real=n,
+        n_injected_events=int(inj_ids.max() + 1) if (inj_ids >= 0).any() else 0,
+    )
+
+
+def calibrate_scores(
+    score_fn: ScoreFn,
+    series: ComboSeries,
+    *,
+    seed: int = 42,
+    n_inject: int = 12,
+    objective: str = "event_f1",
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Fit a calibrator and choose a threshold on the validation split only.
+
+    The calibrator is fitted on clean validation hours (no label, no injection); the
+    threshold maximises ``objective`` over the real and the injected copy (see
+    ``validation_set``).
+
+    Returns
+    -------
+    (decision, validation_metrics)
+        ``decision`` holds the calibrator state, the threshold (calibrated and raw) and
+        how it was chosen; it goes into the artifact's ``meta.json``.
+    """
+    vset = validation_set(score_fn, series, seed=seed, n_inject=n_inject)
+    calibrator = EmpiricalCalibrator().fit(vset.raw[vset.clean])
+    calibrated = calibrator.transform(vset.raw)
+    step_hours = series.step_seconds / 3600
+    choice = choose_threshold(
+        calibrated,
+        vset.labels,
+        vset.event_ids,
+        np.isfinite(calibrated),
+        objective=objective,
+        step_hours=step_hours,
+    )
+    real_raw = vset.raw[: vset.n_real]
+    finite = real_raw[np.isfinite(real_raw)]
+    above = finite[calibrator.transform(finite) > choice.threshold]
+    decision = {
+        "threshold_calibrated": float(choice.threshold),
+        "threshold_raw": float(above.min()) if len(above) else None,
+        "calibrator": calibrator.to_dict(),
+        "choice": choice.to_dict(),
+        "rule": "is_anomaly = calibrated score > threshold_calibrated "
+        "(calibrated = -log10 P_clean(raw >= score) on clean validation hours)",
+        "n_injected_events": vset.n_injected_events,
+        "calibration_split": "val",
+    }
+    cal_real = calibrated[: vset.n_real]
+    metrics = evaluate_series(
+        cal_real,
+        choice.threshold,
+        vset.labels[: vset.n_real],
+        event_ids=vset.event_ids[: vset.n_real],
+        valid=np.isfinite(cal_real),
+        step_hours=step_hours,
+    )
+    return decision, metrics
+
+
+def fit_ensemble(
+    series: ComboSeries,
+    fcvae: Any,
+    vaegan: Any,
+    *,
+    seed: int = 42,
+    n_inject: int = 12,
+    objective: str = "event_f1",
+) -> dict[str, Any]:
+    """Choose how to merge the two calibrated scores of one combo, on validation only.
+
+    Every candidate of ``combine.candidate_settings`` (weights of the weighted mean,
+    and max) gets its own best threshold on the validation set (real + injected
+    hours); the candidate with the best objective wins, ties going to the larger FCVAE
+    weight (the simpler model).  Weight 1 is FCVAE alone, so on validation the
+    ensemble is never worse than FCVAE.
+    """
+    from app.postprocess.combine import candidate_settings, combine_calibrated
+    from app.registry import _calibrator
+
+    calibrated = {}
+    for name, detector in (("fcvae", fcvae), ("vaegan", vaegan)):
+
+        def score_fn(values: Any, positions: Any, d: Any = detector) -> Any:
+            return score_positions(d, series, values, positions)[0]
+
+        vset = validation_set(score_fn, series, seed=seed, n_inject=n_inject)
+        calibrator = _calibrator(detector.meta["decision"]["calibrator"])
+        calibrated[name] = calibrator.transform(vset.raw)
+    step_hours = series.step_seconds / 3600
+    tried = []
+    for candidate in candidate_settings():
+        combined = combine_calibrated(calibrated["fcvae"], calibrated["vaegan"], candidate)
+        choice = choose_threshold(
+            combined,
+            vset.labels,
+            vset.event_ids,
+            np.isfinite(combined),
+            objective=objective,
+            step_hours=step_hours,
+        )
+        tried.append(
+            {**candidate, "threshold": float(choice.threshold), "objective_value": choice.value}
+        )
+
+    def rank(entry: dict[str, Any]) -> tuple[float, float]:
+        value = entry["objective_value"] if entry["objective_value"] is not None else -1.0
+        return (value, entry.get("weight_fcvae", -1.0))
+
+    best = max(tried, key=rank)
+    return {
+        **best,
+        "objective": objective,
+        "chosen_on": "val (real + injected)",
+        "candidates": tried,
+    }

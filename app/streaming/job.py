@@ -1,0 +1,366 @@
+"""The Spark Structured Streaming job: Kafka hourly counts → per-combo state → scores → Kafka.
+
+The only module that imports pyspark for the pipeline.  Plan of one query::
+
+    Kafka (input topic)
+      → validate (explicit schema; every rejected record gets a specific reason)
+      ├─ bad records ─────────────────────────────────────────────► dead-letter rows
+      └─ good records → groupBy(combo).applyInPandasWithState(advance)   [Spark state store]
+                      → mapInPandas(score_partition)   batched torch calls, models cached
+                         ├─ scored / warming_up / missing hours ─► scored-topic rows
+                         └─ duplicate / late hours ──────────────► dead-letter rows
+      → one Kafka sink (each row names its topic), checkpointed
+
+Window state is a flat row (the window as text: array-typed state fields fail in
+``applyInPandasWithState``).  The Kafka sink is at-least-once: after a crash the last
+micro-batch may be written again, so consumers keep the newest record per
+(combo, hour) — the dashboard does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from app.config import KafkaSettings, SparkSettings, StreamSettings
+from app.contracts import HOURLY_COUNT_DDL
+from app.streaming.state import ComboWindowState, StepCount, advance
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, DataFrame, SparkSession
+    from pyspark.sql.streaming import StreamingQuery
+    from pyspark.sql.streaming.state import GroupState
+
+log = logging.getLogger(__name__)
+
+STATE_DDL = "combo STRING, last_step LONG, window_values STRING, run_length LONG"
+EMISSION_DDL = (
+    "combo STRING, step LONG, status STRING, count DOUBLE, window_values STRING, "
+    "produced_at STRING, raw STRING, src_partition INT, src_offset LONG"
+)
+OUTPUT_DDL = "topic STRING, key STRING, value STRING"
+
+
+def validated(
+    raw: DataFrame, settings: StreamSettings, known_combos: list[str] | None
+) -> DataFrame:
+    """Parse Kafka records and attach ``reason`` (NULL for a good record).
+
+    Columns out: combo, step (epoch hours), count, produced_at, raw, reason,
+    src_topic, src_partition, src_offset.
+    """
+    from pyspark.sql import functions as F
+
+    text = F.col("value").cast("string")
+    js = F.from_json(text, HOURLY_COUNT_DDL, {"allowNonNumericNumbers": "true"})
+    raw_count = F.get_json_object(text, "$.count")
+    hour_ts = F.try_to_timestamp(F.col("m.hour"))
+    hour_s = F.unix_seconds(hour_ts)
+    step_s = settings.step_seconds
+    max_future = F.unix_seconds(F.current_timestamp()) + F.lit(settings.max_future_hours * 3600)
+
+    def field_missing(name: str) -> Column:
+        return F.get_json_object(text, f"$.{name}").isNull()
+
+    reason = (
+        F.when(
+            F.length(F.col("value")) > settings.max_message_bytes,
+            F.format_string(
+                "oversized message: %d bytes > MAX_MESSAGE_BYTES=%d",
+                F.length(F.col("value")),
+                F.lit(settings.max_message_bytes),
+            ),
+        )
+        .when(F.col("value").isNull(), F.lit("empty message (no value)"))
+        .when(~F.is_valid_utf8(text), F.lit("value is not valid UTF-8"))
+        .when(
+            F.get_json_object(text, "$").isNull() | ~F.ltrim(text).startswith("{"),
+            F.lit(
+                'malformed JSON: expected an object like {"combo": ..., "hour": ..., "count": ...}'
+            ),
+        )
+        .when(field_missing("combo"), F.lit("missing field 'combo'"))
+        .when(field_missing("hour"), F.lit("missing field 'hour'"))
+        .when(field_missing("count"), F.lit("missing field 'count'"))
+        .when(F.col("m.combo").isNull(), F.lit("combo is not a string"))
+        .when(F.trim(F.col("m.combo")) == "", F.lit("empty combo"))
+        .when(F.col("m.count").isNull(), F.format_string("count is not a number: %s", raw_count))
+        .when(F.isnan(F.col("m.count")), F.lit("count is NaN"))
+        .when(F.col("m.count") < 0, F.format_string("negative count: %s", raw_count))
+        .when(
+            F.col("m.count") != F.floor(F.col("m.count")),
+            F.format_string("fractional count: %s", raw_count),
+        )
+        .when(
+            F.col("m.count") > settings.max_count,
+            F.format_string(
+                "count too large: %s > MAX_COUNT=%d", raw_count, F.lit(settings.max_count)
+            ),
+        )
+        .when(
+            hour_ts.isNull(),
+            F.format_string("hour is not an ISO 8601 timestamp: %s", F.col("m.hour")),
+        )
+        .when(
+            hour_s % step_s != 0,
+            F.format_string(
+                "hour not aligned to the start of a %d-second step: %s",
+                F.lit(step_s),
+                F.col("m.hour"),
+            ),
+        )
+        .when(
+            hour_s < settings.min_hour_epoch_s,
+            F.format_string("hour too far in the past: %s", F.col("m.hour")),
+        )
+        .when(
+            hour_s > max_future, F.format_string("hour too far in the future: %s", F.col("m.hour"))
+        )
+        .when(
+            F.col("key").isNotNull() & (F.col("key").cast("string") != F.col("m.combo")),
+            F.format_string(
+                "message key %s does not match combo %s",
+                F.col("key").cast("string"),
+                F.col("m.combo"),
+            ),
+        )
+    )
+    if known_combos is not None:
+        reason = reason.when(
+            ~F.col("m.combo").isin(known_combos),
+            F.format_string("unknown combo %s: no model for it under MODEL_PATH", F.col("m.combo")),
+        )
+    return raw.select(
+        F.when(F.is_valid_utf8(text), text)
+        .otherwise(F.concat(F.lit("base64:"), F.base64(F.col("value"))))
+        .alias("raw"),
+        js.alias("m"),
+        F.col("key"),
+        F.col("value"),
+        F.col("topic").alias("src_topic"),
+        F.col("partition").alias("src_partition"),
+        F.col("offset").alias("src_offset"),
+    ).select(
+        F.col("m.combo").alias("combo"),
+        (hour_s / step_s).cast("long").alias("step"),
+        F.col("m.count").alias("count"),
+        F.col("m.produced_at").alias("produced_at"),
+        "raw",
+        reason.alias("reason"),
+        "src_topic",
+        "src_partition",
+        "src_offset",
+    )
+
+
+def dead_letter_rows(bad: DataFrame, topic: str) -> DataFrame:
+    """Rejected records as dead-letter messages (raw text, reason, source position, time)."""
+    from pyspark.sql import functions as F
+
+    payload = F.to_json(
+        F.struct(
+            F.col("raw"),
+            F.col("reason"),
+            F.col("src_topic").alias("source_topic"),
+            F.col("src_partition").alias("source_partition"),
+            F.col("src_offset").alias("source_offset"),
+            F.date_format(F.current_timestamp(), "yyyy-MM-dd'T'HH:mm:ss.SSS'Z'").alias("failed_at"),
+        )
+    )
+    return bad.select(
+        F.lit(topic).alias("topic"), F.col("combo").alias("key"), payload.alias("value")
+    )
+
+
+def _make_state_function(settings: StreamSettings) -> Any:
+    window, max_gap = settings.window_size, settings.max_gap_hours
+
+    def advance_group(
+        key: tuple[str], pdfs: Iterator[pd.DataFrame], state: GroupState
+    ) -> Iterator[pd.DataFrame]:
+        combo = key[0]
+        current = ComboWindowState.from_row(state.get) if state.exists else ComboWindowState(combo)
+        frame = pd.concat(list(pdfs), ignore_index=True)
+        rows = [
+            StepCount(combo, int(s), float(c), ref=i)
+            for i, (s, c) in enumerate(zip(frame["step"], frame["count"], strict=True))
+        ]
+        new_state, emissions = advance(current, rows, window=window, max_gap_steps=max_gap)
+        state.update(new_state.to_row())
+        out = []
+        for e in emissions:
+            src = frame.iloc[e.ref] if e.ref >= 0 else None
+            out.append(
+                {
+                    "combo": combo,
+                    "step": e.step,
+                    "status": e.status,
+                    "count": e.count,
+                    "window_values": None
+                    if e.window is None
+                    else ",".join(repr(v) for v in e.window),
+                    "produced_at": None if src is None else src["produced_at"],
+                    "raw": None if src is None else src["raw"],
+                    "src_partition": None if src is None else int(src["src_partition"]),
+                    "src_offset": None if src is None else int(src["src_offset"]),
+                }
+            )
+        yield pd.DataFrame(out, columns=[c.split()[0] for c in EMISSION_DDL.split(", ")])
+
+    return advance_group
+
+
+def _make_score_function(settings: StreamSettings, kafka: KafkaSettings) -> Any:
+    model_path = str(settings.model_path)
+    detector = settings.detector
+    scored_topic, dead_topic = kafka.kafka_scored_topic, kafka.kafka_deadletter_topic
+    input_topic = kafka.kafka_input_topic
+    n_samples = settings.n_samples
+    threads = settings.torch_threads
+
+    def score_partition(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        from app.streaming.scorer import emissions_to_messages
+
+        for pdf in batches:
+            if len(pdf):
+                yield emissions_to_messages(
+                    pdf,
+                    model_path=model_path,
+                    detector=detector,
+                    n_samples=n_samples,
+                    torch_threads=threads,
+                    scored_topic=scored_topic,
+                    deadletter_topic=dead_topic,
+                    source_topic=input_topic,
+                )
+
+    return score_partition
+
+
+def build_query(
+    spark: SparkSession,
+    kafka: KafkaSettings,
+    settings: StreamSettings,
+    checkpoint: str,
+    known_combos: list[str] | None,
+) -> StreamingQuery:
+    """Wire source → validation → state → scoring → sink, and start the query."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.streaming.state import GroupStateTimeout
+
+    reader = (
+        spark.readStream.format("kafka")
+        .options(**kafka.spark_options())
+        .option("subscribe", kafka.kafka_input_topic)
+        .option("startingOffsets", settings.starting_offsets)
+        .option("failOnDataLoss", "false")
+    )
+    if settings.max_offsets_per_trigger:
+        reader = reader.option("maxOffsetsPerTrigger", settings.max_offsets_per_trigger)
+    parsed = validated(reader.load(), settings, known_combos)
+
+    bad = dead_letter_rows(parsed.where(F.col("reason").isNotNull()), kafka.kafka_deadletter_topic)
+    good = parsed.where(F.col("reason").isNull()).drop("reason")
+    emissions = good.groupBy("combo").applyInPandasWithState(
+        _make_state_function(settings),
+        outputStructType=EMISSION_DDL,
+        stateStructType=STATE_DDL,
+        outputMode="append",
+        timeoutConf=GroupStateTimeout.NoTimeout,
+    )
+    scored = emissions.mapInPandas(_make_score_function(settings, kafka), OUTPUT_DDL)
+    out = scored.unionByName(bad)
+    writer = (
+        out.writeStream.format("kafka")
+        .options(**kafka.spark_options())
+        .option("checkpointLocation", checkpoint)
+        .queryName("score_hourly_counts")
+        .outputMode("append")
+    )
+    if settings.trigger_available_now:
+        writer = writer.trigger(availableNow=True)
+    else:
+        writer = writer.trigger(processingTime=f"{settings.trigger_interval_ms} milliseconds")
+    return writer.start()
+
+
+def main(argv: list[str] | None = None) -> int:
+    from app.logs import setup_logging
+    from app.spark_session import build_spark_session
+
+    parser = argparse.ArgumentParser(
+        prog="python -m app.streaming.job",
+        description="Score every hourly count on the input topic with each combo's models and "
+        "write every scored hour to the scored topic (bad input to the dead-letter topic). "
+        "Settings come from the environment (README, Configuration).",
+    )
+    parser.add_argument(
+        "--available-now",
+        action="store_true",
+        help="process what is on the topic now, then exit (batch-like run)",
+    )
+    args = parser.parse_args(argv)
+    setup_logging()
+    kafka, spark_settings, settings = KafkaSettings(), SparkSettings(), StreamSettings()
+    if args.available_now:
+        settings = settings.model_copy(update={"trigger_available_now": True})
+
+    from app.kafka_io import ensure_product_topics, wait_for_broker
+    from app.registry import ModelRegistry
+
+    registry = ModelRegistry(settings.model_path)
+    known = registry.check(window=settings.window_size, detector=settings.detector)
+    log.info("models for %d combos under %s: %s", len(known), settings.model_path, known)
+    wait_for_broker(kafka)
+    ensure_product_topics(kafka)
+    spark = build_spark_session("txn-anomaly-stream", spark_settings)
+    checkpoint = str(spark_settings.checkpoint_location / "score_hourly_counts")
+    query = build_query(spark, kafka, settings, checkpoint, known)
+
+    from app.streaming.heartbeat import Heartbeat
+
+    heartbeat = Heartbeat(kafka, query, combos=known)
+    heartbeat.start()
+    stop = threading.Event()
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        log.info("received %s: stopping the query", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        while query.isActive and not stop.is_set():
+            query.awaitTermination(timeout=1)
+        if query.exception() is not None:
+            log.error("query failed: %s", query.exception())
+            return 1
+    finally:
+        heartbeat.stop()
+        if query.isActive:
+            query.stop()
+        spark.stop()
+    return 0
+
+
+def progress_summary(progress: dict[str, Any]) -> str:
+    """One log line from a query progress event."""
+    return json.dumps(
+        {
+            k: progress.get(k)
+            for k in ("batchId", "numInputRows", "inputRowsPerSecond", "processedRowsPerSecond")
+        }
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,27 @@
+"""``python -m app.train_fcvae``: train the FCVAE of every combo (see ``app.train``)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from app.errors import AnomalyError
+from app.train import build_parser, run
+
+log = logging.getLogger(__name__)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from app.logs import setup_logging
+
+    args = build_parser("python -m app.train_fcvae", fixed_detector="fcvae").parse_args(argv)
+    setup_logging()
+    try:
+        return run(args, ["fcvae"], {"fcvae": args.output_dir})
+    except AnomalyError as exc:
+        log.error("%s", exc)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

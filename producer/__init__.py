@@ -1,0 +1,1 @@
+"""The producer: replays hourly counts from a CSV into Kafka."""

@@ -1,0 +1,150 @@
+"""The live pipeline on real parts: producer → Kafka → Spark job → scored topic.
+
+The stream's records must equal the batch scorer's (``app.scoring.score_frame``, what
+``python -m app.score`` runs) on the same data: every hour exactly once, identical
+status, scores and flags.  Malformed messages go to the dead-letter topic with a reason
+while the hours around them are scored.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from kafka import KafkaConsumer, KafkaProducer
+
+from app.config import KafkaSettings, StreamSettings
+from app.data import load_counts
+from app.kafka_io import ensure_product_topics
+from app.registry import ModelRegistry
+from app.scoring import score_frame
+from producer.producer import ProducerSettings, run
+
+pytestmark = pytest.mark.integration
+
+COMBOS = ["Accel_CMP", "Star_nopin"]
+HOURS = 60  # per combo: 24 warm-up + 36 of the test split
+
+
+def _read_all(settings: KafkaSettings, topic: str) -> list[dict]:
+    consumer = KafkaConsumer(
+        topic,
+        **settings.client_options(),
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=4_000,
+    )
+    try:
+        return [json.loads(m.value) for m in consumer]
+    finally:
+        consumer.close()
+
+
+@pytest.fixture
+def topics(kafka_settings: KafkaSettings, topic_name: str) -> KafkaSettings:
+    settings = kafka_settings.model_copy(
+        update={
+            "kafka_input_topic": f"{topic_name}-in",
+            "kafka_scored_topic": f"{topic_name}-scored",
+            "kafka_deadletter_topic": f"{topic_name}-dead",
+            "kafka_status_topic": f"{topic_name}-status",
+            "kafka_partitions": 3,
+        }
+    )
+    ensure_product_topics(settings)
+    return settings
+
+
+def test_stream_equals_batch_scorer_and_dead_letters_bad_input(
+    spark, topics: KafkaSettings, tiny_models: Path, tmp_path: Path
+) -> None:
+    from app.streaming.job import build_query
+
+    # 1. The real producer sends the split (with its warm-up prefix) for two combos.
+    sent = 0
+    for combo in COMBOS:
+        producer_settings = ProducerSettings(
+            combo=combo, message_delay_seconds=0, wait_for_job=False, max_hours=HOURS
+        )
+        sent += run(producer_settings, topics, threading.Event())
+    assert sent > 0
+    # 2. Malformed and out-of-contract messages in between.
+    bad = [
+        (b"Accel_CMP", b"{not json"),
+        (
+            b"Accel_CMP",
+            json.dumps(
+                {"combo": "Accel_CMP", "hour": "2025-05-12T03:00:00Z", "count": -5}
+            ).encode(),
+        ),
+        (
+            b"Nope",
+            json.dumps({"combo": "Nope", "hour": "2025-05-12T03:00:00Z", "count": 5}).encode(),
+        ),
+        (
+            b"Star_nopin",
+            json.dumps(
+                {"combo": "Star_nopin", "hour": "2025-05-12T03:30:00Z", "count": 5}
+            ).encode(),
+        ),
+        (b"Star_nopin", b"\xff\xfe\x00garbage"),
+    ]
+    producer = KafkaProducer(**topics.client_options(), acks="all")
+    for key, value in bad:
+        producer.send(topics.kafka_input_topic, key=key, value=value)
+    producer.flush()
+    producer.close()
+
+    # 3. The job, as the entry point builds it, run until the topic is drained.
+    settings = StreamSettings(model_path=tiny_models, detector="fcvae", trigger_available_now=True)
+    known = ModelRegistry(tiny_models, detector="fcvae").check(window=settings.window_size)
+    query = build_query(spark, topics, settings, str(tmp_path / "checkpoint"), known)
+    query.awaitTermination(timeout=300)
+    assert query.exception() is None
+
+    stream = pd.DataFrame(_read_all(topics, topics.kafka_scored_topic))
+    dead = _read_all(topics, topics.kafka_deadletter_topic)
+
+    # Every hour exactly once.
+    assert not stream.duplicated(["combo", "hour"]).any()
+    assert len(stream) == sent
+    # Dead letters: one per bad message, each with a specific reason.
+    reasons = sorted(d["reason"] for d in dead)
+    assert len(dead) == len(bad), reasons
+    assert any(r.startswith("malformed JSON") for r in reasons)
+    assert any(r.startswith("negative count") for r in reasons)
+    assert any(r.startswith("unknown combo Nope") for r in reasons)
+    assert any(r.startswith("hour not aligned") for r in reasons)
+    assert any(r == "value is not valid UTF-8" for r in reasons)
+    assert all(d["source_topic"] == topics.kafka_input_topic for d in dead)
+
+    # 4. The batch scorer on the same hours gives the same records, digit for digit.
+    frame = load_counts(ProducerSettings().data_path)
+    stream["timestamp"] = pd.to_datetime(stream["hour"], utc=True)
+    first, last = stream["timestamp"].min(), stream["timestamp"].max()
+    frame = frame[frame["combo"].isin(COMBOS) & frame["timestamp"].between(first, last)]
+    registry = ModelRegistry(tiny_models, detector="fcvae")
+    batch = score_frame(
+        frame, registry, window=settings.window_size, max_gap_steps=settings.max_gap_hours
+    )
+    batch = batch[batch["timestamp"] >= first]
+    merged = stream.merge(
+        batch, on=["combo", "hour"], suffixes=("_s", "_b"), how="outer", indicator=True
+    )
+    assert (merged["_merge"] == "both").all()
+    assert (merged["status_s"] == merged["status_b"]).all()
+    scored = merged[merged["status_s"] == "scored"]
+    assert len(scored) > 50
+    np.testing.assert_array_equal(
+        scored["score_s"].to_numpy(float), scored["score_b"].to_numpy(float)
+    )
+    np.testing.assert_array_equal(
+        scored["fcvae_score_s"].to_numpy(float), scored["fcvae_score_b"].to_numpy(float)
+    )
+    assert (scored["is_anomaly_s"] == scored["is_anomaly_b"]).all()
+    assert (stream.loc[stream["status"] == "scored", "threshold"].notna()).all()
+    assert set(stream["status"]) <= {"scored", "warming_up", "missing"}

@@ -1,0 +1,615 @@
+"""FCVAE: network, loss, augmentation, seeded draws, artifacts and a small end-to-end check.
+
+Everything runs on the CPU with ``FCVAEDetector.tiny_params()``; the trained model is shared
+by the module (one fit of a few seconds).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from app.detectors.base import (
+    META_FILE,
+    SCHEMA_VERSION,
+    WEIGHTS_FILE,
+    FitReport,
+    read_artifact,
+    validate_windows,
+    write_artifact,
+)
+from app.detectors.fcvae import FCVAEDetector, FCVAEParams
+from app.detectors.fcvae.augment import (
+    augment_batch,
+    missing_injection,
+    pattern_mutation,
+    value_mutation,
+)
+from app.detectors.fcvae.detector import SCORE_CHUNK, splitmix64, window_normals
+from app.detectors.fcvae.loss import cm_elbo, gaussian_nll, kl_weight_at
+from app.detectors.fcvae.network import FCVAENetwork, stable_softplus
+from app.errors import ArtifactError, ContractError, DataError, NotFittedError
+
+W = 24
+TRAIN_HOURS = 24 * 35
+SPIKE_HOURS = np.arange(TRAIN_HOURS + 30, TRAIN_HOURS + 24 * 14, 37)
+
+
+def seasonal(n_hours: int, seed: int, noise: float = 15.0) -> np.ndarray:
+    """Hourly counts with a daily and a weekly cycle plus Gaussian noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n_hours)
+    daily = 300.0 * np.sin(2 * np.pi * t / 24) + 80.0 * np.sin(4 * np.pi * t / 24)
+    weekly = 120.0 * np.sin(2 * np.pi * t / 168)
+    return 1000.0 + daily + weekly + rng.normal(0.0, noise, n_hours)
+
+
+def windows_ending_at(values: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    return np.stack([values[e - W + 1 : e + 1] for e in ends])
+
+
+def tiny_network(**overrides: object) -> FCVAENetwork:
+    p = FCVAEDetector.tiny_params().model_copy(update=overrides)
+    torch.manual_seed(0)
+    return FCVAENetwork(
+        window=p.window,
+        latent_dim=p.latent_dim,
+        hidden_dim=p.hidden_dim,
+        cond_dim=p.cond_dim,
+        sub_window=p.sub_window,
+        stride=p.stride,
+        lfm_dim=p.lfm_dim,
+        lfm_ff_dim=p.lfm_ff_dim,
+        n_heads=p.n_heads,
+        dropout=p.dropout,
+        attn_dropout=p.attn_dropout,
+        var_floor=p.var_floor,
+    ).eval()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """Train and score on one thread: quick and steady even on a busy 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def series() -> np.ndarray:
+    """35 training days, then 14 days with spikes every 37 hours (+ a few missing hours)."""
+    values = seasonal(TRAIN_HOURS + 24 * 14, seed=3)
+    values[SPIKE_HOURS] += 450.0
+    values[[100, 101, 400]] = np.nan
+    return values
+
+
+@pytest.fixture(scope="module")
+def fitted(series: np.ndarray) -> FCVAEDetector:
+    detector = FCVAEDetector(FCVAEDetector.tiny_params())
+    val = series[TRAIN_HOURS - 24 * 7 : TRAIN_HOURS]
+    detector.fit(series[: TRAIN_HOURS - 24 * 7], val=val, seed=7, progress=False)
+    return detector
+
+
+# --- network ----------------------------------------------------------------------------------
+
+
+def test_network_shapes() -> None:
+    net = tiny_network()
+    p = FCVAEDetector.tiny_params()
+    x = torch.randn(5, W)
+    out = net(x, torch.randn(5, p.latent_dim))
+    assert out["mu_x"].shape == out["var_x"].shape == (5, W)
+    assert out["mu_z"].shape == out["var_z"].shape == out["z"].shape == (5, p.latent_dim)
+    assert (out["var_x"] > 0).all() and (out["var_z"] > 0).all()
+    assert net.condition(x).shape == (5, 2 * p.cond_dim)
+    assert net.lfm.n_tokens == (W - p.sub_window) // p.stride + 1
+    mu, var = net.last_point_samples(
+        x, torch.randn(5, 3, p.latent_dim), torch.randn(5, 7, p.latent_dim)
+    )
+    assert mu.shape == var.shape == (5, 7)
+    assert set(net.state_dicts()) == {"gfm", "lfm", "encoder", "decoder"}
+
+
+def test_default_network_matches_design() -> None:
+    p = FCVAEParams()
+    assert (p.window, p.latent_dim, p.hidden_dim, p.n_samples, p.mcmc_rounds) == (
+        24,
+        8,
+        100,
+        16,
+        10,
+    )
+    assert (p.lr, p.grad_clip, p.batch_size) == (5e-4, 2.0, 256)
+
+
+def test_lfm_last_sub_window_ends_at_last_point() -> None:
+    net = tiny_network(window=23, sub_window=8, stride=4)  # (23 - 8) % 4 = 3: offset needed
+    assert net.lfm.offset == 3 and net.lfm.n_tokens == 4
+
+
+def test_condition_ignores_the_last_value() -> None:
+    net = tiny_network()
+    x = torch.randn(6, W)
+    y = x.clone()
+    y[:, -1] = torch.tensor([1e3, -1e3, 0.0, 5.0, 1e-7, 42.0])
+    assert torch.equal(net.condition(x), net.condition(y))
+    x2 = x.clone()
+    x2[:, -2] += 1.0  # an earlier point does change it
+    assert not torch.equal(net.condition(x), net.condition(x2))
+
+
+def test_stable_softplus_matches_torch_and_is_position_independent() -> None:
+    x = torch.randn(10_000) * 10
+    assert torch.allclose(stable_softplus(x), F.softplus(x), atol=1e-6)
+    full = stable_softplus(x)
+    single = torch.stack([stable_softplus(x[i : i + 1])[0] for i in range(300)])
+    assert torch.equal(full[:300], single)
+
+
+# --- loss -------------------------------------------------------------------------------------
+
+
+def _loss_inputs(seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    b, latent = 8, 4
+    return {
+        "x": torch.randn(b, W, generator=g),
+        "mu_x": torch.randn(b, W, generator=g),
+        "var_x": torch.rand(b, W, generator=g) + 0.1,
+        "mu_z": torch.randn(b, latent, generator=g),
+        "var_z": torch.rand(b, latent, generator=g) + 0.1,
+    }
+
+
+def test_loss_terms_and_masked_points_are_ignored() -> None:
+    t = _loss_inputs()
+    alpha = torch.ones(8, W)
+    alpha[0, 3] = alpha[5, -1] = 0.0
+    base = cm_elbo(**t, alpha=alpha, kl_weight=0.5)
+    assert set(base) == {"loss", "nll", "kl"}
+    assert torch.isclose(base["loss"], base["nll"] + 0.5 * base["kl"])
+    for value in (1e6, -3.0, float("nan"), float("inf")):
+        x = t["x"].clone()
+        x[0, 3] = x[5, -1] = value
+        changed = cm_elbo(**{**t, "x": x}, alpha=alpha, kl_weight=0.5)
+        for name in base:
+            assert torch.equal(changed[name], base[name]), (value, name)
+    x = t["x"].clone()
+    x[1, 3] += 1.0  # an unmasked point does count
+    assert not torch.equal(cm_elbo(**{**t, "x": x}, alpha=alpha, kl_weight=0.5)["nll"], base["nll"])
+
+
+def test_nll_is_averaged_over_all_points_and_kl_is_the_closed_form() -> None:
+    t = _loss_inputs(1)
+    ones = torch.ones(8, W)
+    terms = cm_elbo(**t, alpha=ones, kl_weight=1.0)
+    expected_nll = gaussian_nll(t["x"], t["mu_x"], t["var_x"]).mean()
+    assert torch.isclose(terms["nll"], expected_nll)
+    q = torch.distributions.Normal(t["mu_z"], t["var_z"].sqrt())
+    prior = torch.distributions.Normal(torch.zeros(4), torch.ones(4))
+    assert torch.isclose(terms["kl"], torch.distributions.kl_divergence(q, prior).mean())
+    half = ones.clone()
+    half[:, : W // 2] = 0.0  # β = 0.5 shrinks the prior term only
+    terms_half = cm_elbo(**t, alpha=half, kl_weight=1.0)
+    prior_part = 0.5 * (t["mu_z"] ** 2 + t["var_z"])
+    assert torch.isclose(terms["kl"] - terms_half["kl"], 0.5 * prior_part.mean())
+    nothing = cm_elbo(**t, alpha=torch.zeros(8, W), kl_weight=1.0)
+    assert float(nothing["nll"]) == 0.0
+
+
+def test_kl_annealing_is_linear() -> None:
+    assert [kl_weight_at(e, 5) for e in (0, 1, 5, 9)] == [0.0, 0.2, 1.0, 1.0]
+
+
+# --- augmentation -----------------------------------------------------------------------------
+
+
+def _batch(b: int = 200) -> tuple[torch.Tensor, torch.Tensor, torch.Generator]:
+    g = torch.Generator().manual_seed(11)
+    return torch.randn(b, W, generator=g), torch.ones(b, W, dtype=torch.bool), g
+
+
+def _assert_masks_exactly_changes(
+    originals: torch.Tensor, x_aug: torch.Tensor, ok_aug: torch.Tensor
+) -> None:
+    changed = x_aug != originals
+    assert torch.equal(changed, ~ok_aug)
+
+
+def test_value_mutation_masks_only_the_shifted_last_point() -> None:
+    x, ok, _ = _batch()
+    idx_gen = torch.Generator().manual_seed(5)
+    x_aug, ok_aug = value_mutation(x, ok, 0.05, idx_gen)
+    assert x_aug.shape == (10, W)
+    # recover each copy's source row: all points but the last match it exactly
+    sources = [int(torch.nonzero((x[:, :-1] == row[:-1]).all(dim=1))[0]) for row in x_aug]
+    _assert_masks_exactly_changes(x[sources], x_aug, ok_aug)
+    shift = (x_aug[:, -1] - x[sources, -1]).abs()
+    assert bool(((shift >= 0.5 - 1e-5) & (shift <= 10.0 + 1e-5)).all())
+    assert torch.equal(x, _batch()[0])  # inputs untouched
+
+
+def test_pattern_mutation_masks_only_the_swapped_tail() -> None:
+    x, ok, _ = _batch()
+    x_aug, ok_aug = pattern_mutation(x, ok, 0.1, torch.Generator().manual_seed(9))
+    assert x_aug.shape == (20, W)
+    for row, row_ok in zip(x_aug, ok_aug, strict=True):
+        source = int(torch.nonzero((x[:, :1] == row[:1]).all(dim=1))[0])
+        changed = row != x[source]
+        assert torch.equal(changed, ~row_ok)
+        start = int(torch.nonzero(changed)[0])
+        assert W // 4 <= start <= W - 1
+        assert bool(changed[start:].all())  # the whole tail comes from one donor window
+        donors = (x[:, start:] == row[start:]).all(dim=1)
+        assert bool(donors.any()) and not bool(donors[source])
+
+
+def test_missing_injection_masks_only_zeroed_points() -> None:
+    x, ok, g = _batch(1000)
+    x_aug, ok_aug = missing_injection(x, ok, 0.01, g)
+    _assert_masks_exactly_changes(x, x_aug, ok_aug)
+    assert bool((x_aug[~ok_aug] == 0).all())
+    assert 0.005 < float((~ok_aug).float().mean()) < 0.02
+
+
+def test_augment_batch_is_seeded_and_keeps_originals() -> None:
+    x, ok, _ = _batch()
+    kwargs = {"value_rate": 0.05, "pattern_rate": 0.1, "missing_rate": 0.01}
+    a = augment_batch(x, ok, torch.Generator().manual_seed(1), **kwargs)
+    b = augment_batch(x, ok, torch.Generator().manual_seed(1), **kwargs)
+    c = augment_batch(x, ok, torch.Generator().manual_seed(2), **kwargs)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert not torch.equal(a[0], c[0])
+    assert a[0].shape == (200 + 10 + 20, W)
+    kept = a[1][:200]
+    assert torch.equal(a[0][:200][kept], x[kept])  # originals differ only where injected
+
+
+# --- seeded draws -----------------------------------------------------------------------------
+
+
+def test_splitmix64_reference_values() -> None:
+    # splitmix64 with state 0: the first two outputs of the reference generator
+    state = np.array([0x9E3779B97F4A7C15, 2 * 0x9E3779B97F4A7C15 % 2**64], dtype=np.uint64)
+    assert [hex(int(v)) for v in splitmix64(state)] == ["0xe220a8397b1dcdaf", "0x6e789e6aa1b965f4"]
+
+
+def test_window_normals_depend_on_the_seed_alone() -> None:
+    seeds = np.random.default_rng(0).integers(-(2**63), 2**63 - 1, 2000, dtype=np.int64)
+    draws = window_normals(seeds, 208)
+    assert draws.shape == (2000, 208) and draws.dtype == np.float32
+    assert abs(float(draws.mean())) < 0.01 and abs(float(draws.std()) - 1.0) < 0.01
+    for i in (0, 1, 999, 1999):
+        assert np.array_equal(window_normals(seeds[i : i + 1], 208)[0], draws[i])
+    assert np.array_equal(window_normals(seeds[:3], 100), draws[:3, :100])  # prefix-stable
+    assert not np.array_equal(draws[0], draws[1])
+
+
+# --- detector ---------------------------------------------------------------------------------
+
+
+def test_not_fitted_errors(tmp_path: Path) -> None:
+    detector = FCVAEDetector(FCVAEDetector.tiny_params())
+    with pytest.raises(NotFittedError):
+        detector.score(np.ones((1, W)), np.zeros(1, dtype=np.int64))
+    with pytest.raises(NotFittedError):
+        detector.save(tmp_path / "m")
+    assert not detector.is_fitted
+
+
+def test_fit_report(fitted: FCVAEDetector) -> None:
+    report = fitted.fit_report_
+    assert isinstance(report, FitReport)
+    p = fitted.params
+    assert 1 <= report.best_epoch <= report.epochs_run <= p.epochs
+    for key in ("train_loss", "train_nll", "train_kl", "val_loss", "val_nll", "val_kl", "lr"):
+        assert len(report.history[key]) == report.epochs_run
+    assert report.history["kl_weight"][0] == 0.0
+    assert math.isfinite(report.best_val_loss)
+    assert report.best_val_loss == pytest.approx(report.history["val_loss"][report.best_epoch - 1])
+    assert report.seconds > 0 and report.n_train_windows > 500
+    json.dumps(report.to_dict())
+
+
+def test_fit_rejects_bad_series() -> None:
+    detector = FCVAEDetector(FCVAEDetector.tiny_params())
+    with pytest.raises(DataError):
+        detector.fit(np.ones((10, 3)), progress=False)
+    with pytest.raises(DataError):
+        detector.fit(np.arange(W, dtype=float), progress=False)  # one window only
+    with pytest.raises(DataError):
+        detector.fit(np.array([1.0, np.inf] * 50), progress=False)
+    log_detector = FCVAEDetector(
+        FCVAEDetector.tiny_params().model_copy(update={"log_transform": True})
+    )
+    with pytest.raises(DataError):
+        log_detector.fit(-np.arange(100, dtype=float), progress=False)
+
+
+def test_score_validates_windows(fitted: FCVAEDetector) -> None:
+    seeds = np.zeros(2, dtype=np.int64)
+    with pytest.raises(ContractError):
+        fitted.score(np.ones((2, W + 1)), seeds)
+    with pytest.raises(ContractError):
+        fitted.score(np.ones((2, W)), np.zeros(3, dtype=np.int64))
+    with pytest.raises(ContractError):
+        fitted.score(np.ones((2, W)), np.zeros(2))  # float seeds
+    last_missing = np.ones((2, W))
+    last_missing[1, -1] = np.nan
+    with pytest.raises(ContractError, match="window 1"):
+        fitted.score(last_missing, seeds)
+    with pytest.raises(ContractError):
+        validate_windows(np.full((1, W), np.inf), seeds[:1], W)
+
+
+def test_scores_with_missing_hours_and_empty_input(
+    fitted: FCVAEDetector, series: np.ndarray
+) -> None:
+    ends = np.arange(110, 130)  # these windows contain the missing hours 100 and 101
+    wins = windows_ending_at(series, ends)
+    assert np.isnan(wins).any()
+    details = fitted.score_details(wins, ends.astype(np.int64))
+    for arr in (details.score, details.expected, details.expected_std):
+        assert arr.shape == (20,) and arr.dtype == np.float64 and np.isfinite(arr).all()
+    assert (details.expected_low <= details.expected).all()
+    assert (details.expected <= details.expected_high).all()
+    empty = fitted.score_details(np.empty((0, W)), np.empty(0, dtype=np.int64))
+    assert empty.score.shape == (0,)
+
+
+def test_expected_count_tracks_the_series(fitted: FCVAEDetector, series: np.ndarray) -> None:
+    ends = np.arange(TRAIN_HOURS - 24 * 6, TRAIN_HOURS)
+    wins = windows_ending_at(series, ends)
+    details = fitted.score_details(wins, ends.astype(np.int64))
+    error = np.abs(details.expected - wins[:, -1])
+    assert np.median(error) < 0.5 * np.std(wins[:, -1])  # far better than the series mean
+
+
+def test_batch_independence_is_bitwise(fitted: FCVAEDetector, series: np.ndarray) -> None:
+    rng = np.random.default_rng(0)
+    ends = rng.integers(W, series.size, 1000)
+    ends = ends[~np.isnan(series[ends])]
+    wins = windows_ending_at(series, ends)
+    seeds = rng.integers(-(2**63), 2**63 - 1, ends.size, dtype=np.int64)
+    batch = fitted.score_details(wins, seeds)
+    assert ends.size > SCORE_CHUNK  # spans a chunk boundary
+    for i in (0, 1, 17, SCORE_CHUNK - 1, SCORE_CHUNK, ends.size - 1):
+        alone = fitted.score_details(wins[i : i + 1], seeds[i : i + 1])
+        for name in ("score", "expected", "expected_std", "expected_low", "expected_high"):
+            assert np.array_equal(getattr(alone, name), getattr(batch, name)[i : i + 1]), (i, name)
+    # another split of the same windows, in another order
+    order = rng.permutation(ends.size)
+    shuffled = fitted.score(wins[order], seeds[order])
+    assert np.array_equal(shuffled, batch.score[order])
+    assert np.array_equal(fitted.score(wins[300:333], seeds[300:333]), batch.score[300:333])
+
+
+def test_scores_do_not_depend_on_the_thread_count(
+    fitted: FCVAEDetector, series: np.ndarray
+) -> None:
+    ends = np.arange(W + 500, W + 600)
+    wins, seeds = windows_ending_at(series, ends), ends.astype(np.int64)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = fitted.score(wins, seeds)
+        torch.set_num_threads(2)
+        two = fitted.score(wins, seeds)
+    finally:
+        torch.set_num_threads(before)
+    assert np.array_equal(one, two)
+
+
+def test_seed_changes_the_draws_but_not_much_the_score(
+    fitted: FCVAEDetector, series: np.ndarray
+) -> None:
+    ends = np.arange(W + 200, W + 260)
+    wins = windows_ending_at(series, ends)
+    a = fitted.score(wins, ends.astype(np.int64))
+    b = fitted.score(wins, ends.astype(np.int64) + 10_000)
+    assert not np.array_equal(a, b)
+    assert np.corrcoef(a, b)[0, 1] > 0.9
+    assert np.array_equal(a, fitted.score(wins, ends.astype(np.int64)))
+
+
+def test_injected_spike_beats_the_99th_percentile(
+    fitted: FCVAEDetector, series: np.ndarray
+) -> None:
+    ends = np.arange(TRAIN_HOURS, series.size)
+    scores = fitted.score(windows_ending_at(series, ends), ends.astype(np.int64))
+    is_spike = np.isin(ends, SPIKE_HOURS)
+    # normal hours whose window holds no spike (after a spike the context itself is odd)
+    clean = np.array([not np.isin(np.arange(e - W + 1, e + 1), SPIKE_HOURS).any() for e in ends])
+    threshold = np.percentile(scores[clean], 99)
+    assert (scores[is_spike] > threshold).all(), (scores[is_spike], threshold)
+
+
+def test_same_seed_same_weights_and_scores(series: np.ndarray) -> None:
+    params = FCVAEDetector.tiny_params().model_copy(update={"epochs": 3, "kl_warmup_epochs": 1})
+    train = series[: 24 * 20]
+    a, b, c = (FCVAEDetector(params) for _ in range(3))
+    a.fit(train, seed=5, progress=False)
+    b.fit(train, seed=5, progress=False)
+    c.fit(train, seed=6, progress=False)
+    for part, sd in a.network.state_dicts().items():
+        for key, tensor in sd.items():
+            assert torch.equal(tensor, b.network.state_dicts()[part][key]), (part, key)
+    assert not torch.equal(
+        a.network.state_dicts()["decoder"]["hidden.weight"],
+        c.network.state_dicts()["decoder"]["hidden.weight"],
+    )
+    ends = np.arange(W, 24 * 20)
+    ends = ends[~np.isnan(series[ends])]
+    wins = windows_ending_at(series, ends)
+    assert np.array_equal(a.score(wins, ends), b.score(wins, ends))
+    assert a.fit_report_ is not None and b.fit_report_ is not None
+    assert a.fit_report_.history["train_loss"] == b.fit_report_.history["train_loss"]
+    assert a.fit_report_.best_epoch == a.fit_report_.epochs_run  # no val: last epoch kept
+
+
+def test_a_failed_refit_keeps_the_fitted_model(series: np.ndarray) -> None:
+    detector = FCVAEDetector(FCVAEDetector.tiny_params().model_copy(update={"epochs": 1}))
+    detector.fit(series[: 24 * 10], seed=0, progress=False)
+    ends = np.arange(W, 24 * 4)
+    ends = ends[~np.isnan(series[ends])]
+    wins = windows_ending_at(series, ends)
+    before = detector.score(wins, ends)
+    with pytest.raises(DataError, match="val"):
+        detector.fit(series[: 24 * 10] * 3.0, val=np.full(W, np.nan), progress=False)
+    assert np.array_equal(detector.score(wins, ends), before)
+
+
+def test_fit_leaves_the_global_rng_alone(series: np.ndarray) -> None:
+    params = FCVAEDetector.tiny_params().model_copy(update={"epochs": 1})
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    FCVAEDetector(params).fit(series[: 24 * 10], seed=1, progress=False)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_log_transform_gives_an_asymmetric_non_negative_band(series: np.ndarray) -> None:
+    params = FCVAEDetector.tiny_params().model_copy(update={"log_transform": True, "epochs": 4})
+    detector = FCVAEDetector(params)
+    detector.fit(series[: 24 * 20], seed=0, progress=False)
+    ends = np.arange(W, 24 * 20)
+    ends = ends[~np.isnan(series[ends])]
+    d = detector.score_details(windows_ending_at(series, ends), ends)
+    assert np.isfinite(d.score).all() and (d.expected_low >= 0).all()
+    assert (d.expected_low <= d.expected).all() and (d.expected <= d.expected_high).all()
+    assert not np.allclose(d.expected - d.expected_low, d.expected_high - d.expected)
+
+
+# --- artifacts --------------------------------------------------------------------------------
+
+
+def test_save_load_gives_identical_scores(
+    fitted: FCVAEDetector, series: np.ndarray, tmp_path: Path
+) -> None:
+    ends = np.arange(TRAIN_HOURS, TRAIN_HOURS + 200)
+    wins, seeds = windows_ending_at(series, ends), ends.astype(np.int64)
+    directory = tmp_path / "fcvae" / "combo"
+    fitted.save(directory, extra_meta={"threshold": 3.5, "training_span": ["a", "b"]})
+    assert sorted(p.name for p in directory.iterdir()) == [META_FILE, WEIGHTS_FILE]
+    loaded = FCVAEDetector.load(directory)
+    before, after = fitted.score_details(wins, seeds), loaded.score_details(wins, seeds)
+    for name in ("score", "expected", "expected_std", "expected_low", "expected_high"):
+        assert np.array_equal(getattr(before, name), getattr(after, name)), name
+    meta = loaded.meta
+    assert meta["detector"] == "fcvae" and meta["schema_version"] == SCHEMA_VERSION
+    assert meta["threshold"] == 3.5 and meta["training_span"] == ["a", "b"]
+    assert meta["params"] == fitted.params.model_dump(mode="json")
+    assert set(meta["versions"]) == {"torch", "numpy", "python"}
+    assert meta["seed"] == 7 and meta["fit"]["epochs_run"] >= 1
+    assert loaded.params == fitted.params
+    text = (directory / META_FILE).read_text()
+    assert text == json.dumps(json.loads(text), sort_keys=True, indent=2) + "\n"
+    # re-saving a loaded model keeps the caller's keys; extra_meta may not clobber ours
+    loaded.save(tmp_path / "again", extra_meta={"threshold": 4.0})
+    again = json.loads((tmp_path / "again" / META_FILE).read_text())
+    assert again["threshold"] == 4.0 and again["training_span"] == ["a", "b"]
+    assert again["fit"] == meta["fit"]
+    with pytest.raises(ArtifactError, match="params"):
+        fitted.save(tmp_path / "bad", extra_meta={"params": {}})
+
+
+def test_weights_file_holds_state_dicts_only(fitted: FCVAEDetector, tmp_path: Path) -> None:
+    fitted.save(tmp_path / "m")
+    weights = torch.load(tmp_path / "m" / WEIGHTS_FILE, weights_only=True)
+    assert set(weights) == {"gfm", "lfm", "encoder", "decoder"}
+    assert all(isinstance(t, torch.Tensor) for sd in weights.values() for t in sd.values())
+
+
+def test_save_replaces_an_existing_artifact_atomically(
+    fitted: FCVAEDetector, tmp_path: Path
+) -> None:
+    directory = tmp_path / "m"
+    fitted.save(directory, extra_meta={"version": 1})
+    fitted.save(directory, extra_meta={"version": 2})
+    assert json.loads((directory / META_FILE).read_text())["version"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]  # no temp dirs left behind
+
+
+def test_artifact_errors(fitted: FCVAEDetector, tmp_path: Path) -> None:
+    with pytest.raises(ArtifactError, match="does not exist"):
+        FCVAEDetector.load(tmp_path / "nowhere")
+    good = tmp_path / "good"
+    fitted.save(good)
+
+    def broken(name: str) -> Path:
+        directory = tmp_path / name
+        directory.mkdir()
+        for f in (META_FILE, WEIGHTS_FILE):
+            (directory / f).write_bytes((good / f).read_bytes())
+        return directory
+
+    no_weights = broken("no_weights")
+    (no_weights / WEIGHTS_FILE).unlink()
+    with pytest.raises(ArtifactError, match=r"weights\.pt is missing"):
+        FCVAEDetector.load(no_weights)
+    no_meta = broken("no_meta")
+    (no_meta / META_FILE).unlink()
+    with pytest.raises(ArtifactError, match=r"meta\.json is missing"):
+        FCVAEDetector.load(no_meta)
+    bad_json = broken("bad_json")
+    (bad_json / META_FILE).write_text("{not json")
+    with pytest.raises(ArtifactError, match="not valid JSON"):
+        FCVAEDetector.load(bad_json)
+
+    def edit_meta(name: str, **changes: object) -> Path:
+        directory = broken(name)
+        meta = json.loads((directory / META_FILE).read_text())
+        meta.update(changes)
+        (directory / META_FILE).write_text(json.dumps(meta))
+        return directory
+
+    with pytest.raises(ArtifactError, match="schema_version"):
+        FCVAEDetector.load(edit_meta("schema", schema_version=SCHEMA_VERSION + 1))
+    with pytest.raises(ArtifactError, match="'vaegan' artifact"):
+        FCVAEDetector.load(edit_meta("other", detector="vaegan"))
+    with pytest.raises(ArtifactError, match="params"):
+        FCVAEDetector.load(edit_meta("params", params={"window": "x"}))
+    wrong_shape = {**fitted.params.model_dump(), "hidden_dim": fitted.params.hidden_dim + 1}
+    with pytest.raises(ArtifactError, match="do not match"):
+        FCVAEDetector.load(edit_meta("shape", params=wrong_shape))
+    corrupt = broken("corrupt")
+    (corrupt / WEIGHTS_FILE).write_bytes(b"garbage")
+    with pytest.raises(ArtifactError, match="cannot be loaded"):
+        FCVAEDetector.load(corrupt)
+
+
+def test_read_artifact_warns_on_another_torch_version(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    write_artifact(tmp_path / "a", {"detector": "demo"}, {"net": {"w": torch.ones(2)}})
+    meta_path = tmp_path / "a" / META_FILE
+    meta = json.loads(meta_path.read_text())
+    meta["versions"]["torch"] = "0.0.1"
+    meta_path.write_text(json.dumps(meta))
+    with caplog.at_level(logging.WARNING, logger="app.detectors.base"):
+        meta, weights = read_artifact(tmp_path / "a", "demo")
+    assert "0.0.1" in caplog.text
+    assert torch.equal(weights["net"]["w"], torch.ones(2))
+
+
+def test_write_artifact_rejects_unserialisable_meta(tmp_path: Path) -> None:
+    with pytest.raises(ArtifactError, match="JSON"):
+        write_artifact(tmp_path / "a", {"detector": "demo", "x": object()}, {})
+    with pytest.raises(ArtifactError, match="detector"):
+        write_artifact(tmp_path / "b", {}, {})
+    assert list(tmp_path.iterdir()) == []
+    write_artifact(tmp_path / "c", {"detector": "demo", "nan": float("nan")}, {})
+    assert json.loads((tmp_path / "c" / META_FILE).read_text())["nan"] is None
