@@ -122,7 +122,7 @@ class StreamSettings(BaseSettings):
 
     model_path: Path = PROJECT_ROOT / "models"
     detector: Literal["ensemble", "fcvae", "vaegan"] = "ensemble"
-    window_size: int = Field(default=24, ge=2)
+    window_size: int | None = Field(default=None, ge=2)  # None = the models' window
     max_gap_hours: int = Field(default=6, ge=0)
     n_samples: int | None = Field(default=None, ge=1)  # None = the value the model was trained with
     torch_threads: int = Field(default=1, ge=1)

@@ -139,6 +139,10 @@ class ModelRegistry:
                 )
         return combos
 
+    def window(self) -> int:
+        """The longest window any combo's bundle needs (the stream keeps this many hours)."""
+        return max(self.bundle(combo).window for combo in self.check())
+
     def bundle(self, combo: str) -> ComboBundle:
         """The cached bundle of ``combo`` (loaded on first use)."""
         if combo not in self._bundles:
@@ -182,7 +186,7 @@ class ModelRegistry:
             combo=combo,
             detector=detector,
             version="+".join(versions),
-            window=int(fcvae.params.window),
+            window=max(int(fcvae.params.window), int(vaegan.window) if vaegan else 0),
             fcvae=fcvae,
             fcvae_meta=fcvae.meta,
             vaegan=vaegan,

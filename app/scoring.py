@@ -100,7 +100,10 @@ def combine_bundle_scores(
     out["expected"], out["expected_low"], out["expected_high"] = expected, low, high
 
     if bundle.vaegan is not None:
-        vdetails = bundle.vaegan.score_details(windows, seeds)
+        # Each detector sees its own window length: the newest hours of the bundle's window.
+        vdetails = bundle.vaegan.score_details(
+            np.ascontiguousarray(windows[:, -bundle.vaegan.window :]), seeds
+        )
         vdecision = bundle.vaegan_meta.get("decision", {})
         out["vaegan_score"] = np.asarray(vdetails.score, dtype=np.float64)
         out["vaegan_calibrated"] = _calibrate(

@@ -53,9 +53,10 @@ def build_parser(
     if fixed_detector is None:
         parser.add_argument(
             "--detector",
-            choices=["fcvae", "vaegan", "all"],
+            choices=["fcvae", "vaegan", "all", "ensemble"],
             default="all",
-            help="which detector(s) to train",
+            help="which detector(s) to train; all = both, then the ensemble; ensemble = only "
+            "refit <output-dir>/ensemble.json from trained artifacts",
         )
         parser.add_argument(
             "--output-dir",

@@ -1,8 +1,8 @@
 """Replay hourly counts from a CSV into Kafka, one hour at a time (key = combo).
 
 Sends the chosen split (``DATA_SPLIT``, default ``test``) of every combo, or only
-``COMBO`` when set.  The ``WINDOW_SIZE`` hours just before the split go first, so the
-split's very first hour already has a full window and is scored.  Labels never leave
+``COMBO`` when set.  The ``WINDOW_SIZE`` hours just before the split go first, without delay, so
+the split's very first hour already has a full window and is scored.  Labels never leave
 this process: only ``combo``, ``hour``, ``count`` and ``produced_at`` are sent.
 Missing hours are simply not sent (the job reports them as ``missing``).
 
@@ -47,7 +47,7 @@ class ProducerSettings(BaseSettings):
     combo: str | None = None
     message_delay_seconds: float = Field(default=1.0, ge=0)
     loop_data: bool = False
-    window_size: int = Field(default=24, ge=0)
+    window_size: int = Field(default=168, ge=0)  # warm-up hours sent before the split
     wait_for_job: bool = True
     job_ready_timeout_s: float = Field(default=600.0, gt=0)
     time_column: str = "timestamp"
@@ -205,8 +205,8 @@ def run(settings: ProducerSettings, kafka: KafkaSettings, stop: threading.Event)
                     n_hours,
                     sent,
                 )
-            if settings.message_delay_seconds:
-                stop.wait(settings.message_delay_seconds)
+            if settings.message_delay_seconds and not group["warmup"].all():
+                stop.wait(settings.message_delay_seconds)  # warm-up hours go at once
     finally:
         producer.flush()
         producer.close()

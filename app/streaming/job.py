@@ -182,6 +182,8 @@ def dead_letter_rows(bad: DataFrame, topic: str) -> DataFrame:
 
 
 def _make_state_function(settings: StreamSettings) -> Any:
+    if settings.window_size is None:
+        raise ValueError("StreamSettings.window_size must be resolved before building the query")
     window, max_gap = settings.window_size, settings.max_gap_hours
 
     def advance_group(
@@ -317,8 +319,10 @@ def main(argv: list[str] | None = None) -> int:
     from app.kafka_io import ensure_product_topics, wait_for_broker
     from app.registry import ModelRegistry
 
-    registry = ModelRegistry(settings.model_path)
-    known = registry.check(window=settings.window_size, detector=settings.detector)
+    registry = ModelRegistry(settings.model_path, detector=settings.detector)
+    known = registry.check(window=settings.window_size)
+    if settings.window_size is None:
+        settings = settings.model_copy(update={"window_size": registry.window()})
     log.info("models for %d combos under %s: %s", len(known), settings.model_path, known)
     wait_for_broker(kafka)
     ensure_product_topics(kafka)

@@ -68,7 +68,11 @@ def test_stream_equals_batch_scorer_and_dead_letters_bad_input(
     sent = 0
     for combo in COMBOS:
         producer_settings = ProducerSettings(
-            combo=combo, message_delay_seconds=0, wait_for_job=False, max_hours=HOURS
+            combo=combo,
+            message_delay_seconds=0,
+            wait_for_job=False,
+            max_hours=HOURS,
+            window_size=24,
         )
         sent += run(producer_settings, topics, threading.Event())
     assert sent > 0
@@ -100,8 +104,14 @@ def test_stream_equals_batch_scorer_and_dead_letters_bad_input(
     producer.close()
 
     # 3. The job, as the entry point builds it, run until the topic is drained.
-    settings = StreamSettings(model_path=tiny_models, detector="fcvae", trigger_available_now=True)
-    known = ModelRegistry(tiny_models, detector="fcvae").check(window=settings.window_size)
+    registry = ModelRegistry(tiny_models, detector="fcvae")
+    known = registry.check()
+    settings = StreamSettings(
+        model_path=tiny_models,
+        detector="fcvae",
+        trigger_available_now=True,
+        window_size=registry.window(),
+    )
     query = build_query(spark, topics, settings, str(tmp_path / "checkpoint"), known)
     query.awaitTermination(timeout=300)
     assert query.exception() is None
@@ -127,7 +137,6 @@ def test_stream_equals_batch_scorer_and_dead_letters_bad_input(
     stream["timestamp"] = pd.to_datetime(stream["hour"], utc=True)
     first, last = stream["timestamp"].min(), stream["timestamp"].max()
     frame = frame[frame["combo"].isin(COMBOS) & frame["timestamp"].between(first, last)]
-    registry = ModelRegistry(tiny_models, detector="fcvae")
     batch = score_frame(
         frame, registry, window=settings.window_size, max_gap_steps=settings.max_gap_hours
     )

@@ -124,9 +124,11 @@ def test_network_shapes() -> None:
 
 
 def test_default_network_matches_design() -> None:
+    # DESIGN's W = 24 is the reference setting; we ship one week (168 h) so the window
+    # sees the weekly cycle (TECHNICAL.md, "Window length").
     p = FCVAEParams()
     assert (p.window, p.latent_dim, p.hidden_dim, p.n_samples, p.mcmc_rounds) == (
-        24,
+        168,
         8,
         100,
         16,

@@ -96,7 +96,9 @@ class FCVAEParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     # network
-    window: int = Field(24, ge=4, description="window length W (hours); the last is scored")
+    window: int = Field(
+        168, ge=4, description="window length W (hours, one week by default); the last is scored"
+    )
     latent_dim: int = Field(8, ge=1)
     hidden_dim: int = Field(100, ge=1, description="width of the encoder/decoder hidden layers")
     cond_dim: int = Field(16, ge=1, description="E: features per frequency module (c has 2E)")
@@ -276,6 +278,7 @@ class FCVAEDetector(Detector):
     def tiny_params() -> FCVAEParams:
         """A small, fast configuration for tests (trains in a few seconds on a CPU)."""
         return FCVAEParams(
+            window=24,
             hidden_dim=48,
             cond_dim=8,
             lfm_dim=16,
