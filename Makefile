@@ -48,7 +48,7 @@ install-browser: ## Debian's chromium + chromedriver for the browser tests (need
 	else echo "install Debian's browser first: sudo apt-get install -y chromium chromium-driver"; exit 1; fi
 
 run: install ## start Kafka, the streaming job, the dashboard and the producer; Ctrl-C stops all
-	$(PY) -m app.stack
+	$(PY) -m app.stack --fresh
 
 test: install install-browser ## lint + the whole test suite (unit, contract, integration, browser)
 	$(VENV)/bin/ruff check .

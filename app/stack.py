@@ -15,6 +15,7 @@ import importlib.util
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,7 +27,7 @@ from types import FrameType
 from typing import Any
 
 from app import PROJECT_ROOT
-from app.config import BrokerSettings, KafkaSettings
+from app.config import BrokerSettings, KafkaSettings, SparkSettings
 from app.errors import InfraError
 from app.kafka_io import ensure_product_topics
 from app.kafka_local import LocalKafkaBroker
@@ -57,18 +58,24 @@ class Service:
         )
         log.info("started %s (pid %d)", self.name, self.proc.pid)
 
-    def stop(self, grace_s: float = 20.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
+    def stop(self, grace_s: float = 30.0) -> None:
+        """SIGTERM the service itself (it shuts its children down, e.g. Spark's JVM), then
+        clear its process group; SIGKILL only what is still there after ``grace_s``."""
+        if self.proc is None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            log.warning("%s did not stop in %.0fs; killing it", self.name, grace_s)
+        if self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
+                os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop in %.0fs; killing it", self.name, grace_s)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        # Leftovers of the group (a JVM or Python worker whose parent died) go too.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
         log.info("stopped %s", self.name)
 
 
@@ -109,11 +116,27 @@ def _health(url: str) -> dict[str, Any] | None:
         return None
 
 
-def run_stack(keep_broker: bool = False) -> int:
+def start_fresh(broker: LocalKafkaBroker) -> None:
+    """Forget earlier runs: stop our broker, delete its data and the job's checkpoints.
+
+    A demo replays the same hours every time; with old state the job would rightly
+    dead-letter them as late, and the dashboard would replay the old run.
+    """
+    broker.stop()
+    checkpoints = SparkSettings().checkpoint_location
+    for path in (broker.data_dir, checkpoints):
+        if path.exists():
+            log.info("fresh start: removing %s", path)
+            shutil.rmtree(path)
+
+
+def run_stack(keep_broker: bool = False, fresh: bool = False) -> int:
     """Start everything, wait for Ctrl-C, stop everything; return an exit code."""
     started_at = time.monotonic()
     broker = LocalKafkaBroker(BrokerSettings())
     kafka = KafkaSettings()
+    if fresh:
+        start_fresh(broker)
     signal.signal(signal.SIGTERM, _raise_stop)
     started: list[Service] = []
     try:
@@ -184,9 +207,15 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="leave the Kafka broker running on exit (stop it with make kafka-down)",
     )
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start from empty Kafka data and checkpoints (what `make run` does: the demo "
+        "replays the same hours every time)",
+    )
     args = parser.parse_args(argv)
     setup_logging()
-    return run_stack(keep_broker=args.keep_broker)
+    return run_stack(keep_broker=args.keep_broker, fresh=args.fresh)
 
 
 if __name__ == "__main__":
