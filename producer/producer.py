@@ -176,6 +176,9 @@ def run(settings: ProducerSettings, kafka: KafkaSettings, stop: threading.Event)
         max_in_flight_requests_per_connection=5,
         linger_ms=5,
         delivery_timeout_ms=600_000,
+        # kafka-python backs off up to 30 s between reconnects (the Java client: 1 s), so
+        # after a broker outage the stream would stall that long once the broker is back.
+        reconnect_backoff_max_ms=2_000,
     )
     sent = 0
     try:

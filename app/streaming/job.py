@@ -62,14 +62,27 @@ def validated(
 
     text = F.col("value").cast("string")
     js = F.from_json(text, HOURLY_COUNT_DDL, {"allowNonNumericNumbers": "true"})
-    raw_count = F.get_json_object(text, "$.count")
+    # The strict JSON functions below (get_json_object, try_parse_json) reject the bare NaN
+    # and Infinity values that from_json reads: where the text is not strict JSON, this copy
+    # quotes them, so a NaN or infinite count gets its own reason, not "malformed JSON".
+    strict = F.when(F.get_json_object(text, "$").isNotNull(), text).otherwise(
+        F.regexp_replace(text, r"(:\s*)(NaN|[+-]?Infinity|[+-]INF)(?=\s*[,}])", '$1"$2"')
+    )
+    as_variant = F.try_parse_json(strict)
+    raw_count = F.get_json_object(strict, "$.count")
     hour_ts = F.try_to_timestamp(F.col("m.hour"))
     hour_s = F.unix_seconds(hour_ts)
     step_s = settings.step_seconds
     max_future = F.unix_seconds(F.current_timestamp()) + F.lit(settings.max_future_hours * 3600)
 
     def field_missing(name: str) -> Column:
-        return F.get_json_object(text, f"$.{name}").isNull()
+        return F.get_json_object(strict, f"$.{name}").isNull()
+
+    def not_a_string(name: str) -> Column:
+        """The field's JSON value is a number, boolean, array or object (from_json would
+        read it as its text)."""
+        kind = F.schema_of_variant(F.try_variant_get(as_variant, f"$.{name}", "variant"))
+        return F.coalesce(kind != F.lit("STRING"), F.lit(False))
 
     reason = (
         F.when(
@@ -83,7 +96,7 @@ def validated(
         .when(F.col("value").isNull(), F.lit("empty message (no value)"))
         .when(~F.is_valid_utf8(text), F.lit("value is not valid UTF-8"))
         .when(
-            F.get_json_object(text, "$").isNull() | ~F.ltrim(text).startswith("{"),
+            F.get_json_object(strict, "$").isNull() | ~F.ltrim(text).startswith("{"),
             F.lit(
                 'malformed JSON: expected an object like {"combo": ..., "hour": ..., "count": ...}'
             ),
@@ -91,20 +104,27 @@ def validated(
         .when(field_missing("combo"), F.lit("missing field 'combo'"))
         .when(field_missing("hour"), F.lit("missing field 'hour'"))
         .when(field_missing("count"), F.lit("missing field 'count'"))
-        .when(F.col("m.combo").isNull(), F.lit("combo is not a string"))
+        .when(
+            F.col("m.combo").isNull() | not_a_string("combo"),
+            F.format_string("combo is not a string: %s", F.get_json_object(strict, "$.combo")),
+        )
         .when(F.trim(F.col("m.combo")) == "", F.lit("empty combo"))
         .when(F.col("m.count").isNull(), F.format_string("count is not a number: %s", raw_count))
         .when(F.isnan(F.col("m.count")), F.lit("count is NaN"))
         .when(F.col("m.count") < 0, F.format_string("negative count: %s", raw_count))
+        .when(  # before the fractional test: floor() of a huge double overflows a long
+            F.col("m.count") > settings.max_count,
+            F.format_string(
+                "count too large: %s > MAX_COUNT=%d", raw_count, F.lit(settings.max_count)
+            ),
+        )
         .when(
             F.col("m.count") != F.floor(F.col("m.count")),
             F.format_string("fractional count: %s", raw_count),
         )
         .when(
-            F.col("m.count") > settings.max_count,
-            F.format_string(
-                "count too large: %s > MAX_COUNT=%d", raw_count, F.lit(settings.max_count)
-            ),
+            not_a_string("hour"),
+            F.format_string("hour is not a string: %s", F.get_json_object(strict, "$.hour")),
         )
         .when(
             hour_ts.isNull(),
@@ -316,16 +336,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.available_now:
         settings = settings.model_copy(update={"trigger_available_now": True})
 
+    from app.errors import AnomalyError
     from app.kafka_io import ensure_product_topics, wait_for_broker
     from app.registry import ModelRegistry
 
-    registry = ModelRegistry(settings.model_path, detector=settings.detector)
-    known = registry.check(window=settings.window_size)
-    if settings.window_size is None:
-        settings = settings.model_copy(update={"window_size": registry.window()})
-    log.info("models for %d combos under %s: %s", len(known), settings.model_path, known)
-    wait_for_broker(kafka)
-    ensure_product_topics(kafka)
+    try:  # a broken model directory or an absent broker: one clear line, exit 1, nothing read
+        registry = ModelRegistry(settings.model_path, detector=settings.detector)
+        known = registry.check(window=settings.window_size)
+        if settings.window_size is None:
+            settings = settings.model_copy(update={"window_size": registry.window()})
+        log.info("models for %d combos under %s: %s", len(known), settings.model_path, known)
+        wait_for_broker(kafka)
+        ensure_product_topics(kafka)
+    except AnomalyError as exc:
+        log.error("cannot start: %s", exc)
+        return 1
     spark = build_spark_session("txn-anomaly-stream", spark_settings)
     checkpoint = str(spark_settings.checkpoint_location / "score_hourly_counts")
     query = build_query(spark, kafka, settings, checkpoint, known)
