@@ -14,7 +14,7 @@ SPARK_STAMP := infra/spark/jars/.fetched
 MVN := mvn -q -B
 
 .PHONY: help install install-browser run test test-fast lint format kafka-up kafka-down \
-        kafka-status train evaluate score clean
+        kafka-status train evaluate score clean bench
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  make %-16s %s\n", $$1, $$2}'
@@ -84,6 +84,10 @@ evaluate: install ## test-split metrics (metrics.json, metrics.md) and plots int
 
 score: install ## score the whole demo CSV causally into scores.csv (as the stream would)
 	$(PY) -m app.score --model-dir models --output scores.csv
+
+BENCH_ARGS ?=
+bench: install ## benchmarks: scoring, training, streaming (~15 min) → bench/results/latest.{json,md} (BENCH_ARGS=--quick)
+	$(PY) bench/run.py $(BENCH_ARGS)
 
 clean: ## remove run-time state (Kafka data, checkpoints, plots); keeps .venv and jars
 	rm -rf .run plots .pytest_cache
