@@ -86,7 +86,7 @@ score: install ## score the whole demo CSV causally into scores.csv (as the stre
 	$(PY) -m app.score --model-dir models --output scores.csv
 
 BENCH_ARGS ?=
-bench: install ## benchmarks: scoring, training, streaming (~15 min) → bench/results/latest.{json,md} (BENCH_ARGS=--quick)
+bench: install ## benchmarks: scoring, training, streaming (~10 min) → bench/results/latest.{json,md} (BENCH_ARGS=--quick)
 	$(PY) bench/run.py $(BENCH_ARGS)
 
 clean: ## remove run-time state (Kafka data, checkpoints, plots); keeps .venv and jars

@@ -51,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="where the results go (default: bench/results)",
     )
     parser.add_argument(
+        "--render-only",
+        action="store_true",
+        help="run nothing: rewrite <name>.md from <name>.json (after a report change)",
+    )
+    parser.add_argument(
         "--name",
         help="file name stem of the results (default: latest, or quick with --quick)",
     )
@@ -63,6 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")
     parts = [p for p in PARTS if not args.only or p in args.only]
     name = args.name or ("quick" if args.quick else "latest")
+    if args.render_only:
+        stored = json.loads((args.output_dir / f"{name}.json").read_text())
+        _, md_path = _write(stored, args.output_dir, name)
+        print(md_path.read_text())
+        return 0
     command = "python bench/run.py" + (" --quick" if args.quick else "")
     command += "".join(f" --only {p}" for p in args.only or [])
 
