@@ -119,20 +119,40 @@ def scorable(
     return pos[np.isfinite(values[pos])]
 
 
+def windows_at(
+    series: ComboSeries, values: NDArray[np.float64], positions: NDArray[np.intp], window: int
+) -> tuple[NDArray[np.intp], NDArray[np.float64], NDArray[np.int64]]:
+    """The scorable ``positions``, their windows of ``values`` and their stream seeds."""
+    pos = scorable(values, positions, window)
+    windows = np.ascontiguousarray(sliding_windows(values, window)[pos - (window - 1)])
+    steps = series.steps()[pos]
+    seeds = np.array([window_seed(series.combo, int(s)) for s in steps], dtype=np.int64)
+    return pos, windows, seeds
+
+
 def score_positions(
     detector: Any, series: ComboSeries, values: NDArray[np.float64], positions: NDArray[np.intp]
 ) -> tuple[NDArray[np.float64], Any]:
     """Detector scores of the windows ending at ``positions`` (NaN where not scorable)."""
     out = np.full(len(values), np.nan)
-    pos = scorable(values, positions, detector.window)
+    pos, windows, seeds = windows_at(series, values, positions, detector.window)
     if len(pos) == 0:
         return out, None
-    windows = sliding_windows(values, detector.window)[pos - (detector.window - 1)]
-    steps = series.steps()[pos]
-    seeds = np.array([window_seed(series.combo, int(s)) for s in steps], dtype=np.int64)
-    details = detector.score_details(np.ascontiguousarray(windows), seeds)
+    details = detector.score_details(windows, seeds)
     out[pos] = details.score
     return out, details
+
+
+ScoreFn = Any  # (values, positions) -> raw scores over the whole series (NaN elsewhere)
+
+
+def detector_score_fn(detector: Any, series: ComboSeries) -> ScoreFn:
+    """``(values, positions) -> raw scores`` of ``detector`` on ``series`` (for calibration)."""
+
+    def score_fn(values: NDArray[np.float64], positions: NDArray[np.intp]) -> Any:
+        return score_positions(detector, series, values, positions)[0]
+
+    return score_fn
 
 
 def baseline_positions(
@@ -173,9 +193,6 @@ def train_detector(
         progress=progress,
     )
     return detector, report
-
-
-ScoreFn = Any  # (values, positions) -> raw scores over the whole series (NaN elsewhere)
 
 
 @dataclass(frozen=True)
@@ -233,6 +250,20 @@ def validation_set(
     )
 
 
+def best_threshold(
+    scores: NDArray[np.float64], vset: ValidationSet, *, objective: str, step_hours: float
+) -> Any:
+    """The threshold on ``scores`` (aligned with ``vset``) that maximises ``objective``."""
+    return choose_threshold(
+        scores,
+        vset.labels,
+        vset.event_ids,
+        np.isfinite(scores),
+        objective=objective,
+        step_hours=step_hours,
+    )
+
+
 def calibrate_scores(
     score_fn: ScoreFn,
     series: ComboSeries,
@@ -257,14 +288,7 @@ def calibrate_scores(
     calibrator = EmpiricalCalibrator().fit(vset.raw[vset.clean])
     calibrated = calibrator.transform(vset.raw)
     step_hours = series.step_seconds / 3600
-    choice = choose_threshold(
-        calibrated,
-        vset.labels,
-        vset.event_ids,
-        np.isfinite(calibrated),
-        objective=objective,
-        step_hours=step_hours,
-    )
+    choice = best_threshold(calibrated, vset, objective=objective, step_hours=step_hours)
     real_raw = vset.raw[: vset.n_real]
     finite = real_raw[np.isfinite(real_raw)]
     above = finite[calibrator.transform(finite) > choice.threshold]
@@ -311,26 +335,19 @@ def fit_ensemble(
     from app.registry import _calibrator
 
     calibrated = {}
+    # The injections depend only on (seed, combo) and the data, so both detectors' validation
+    # sets hold the same hours, labels and event ids: the last ``vset`` serves for both.
     for name, detector in (("fcvae", fcvae), ("vaegan", vaegan)):
-
-        def score_fn(values: Any, positions: Any, d: Any = detector) -> Any:
-            return score_positions(d, series, values, positions)[0]
-
-        vset = validation_set(score_fn, series, seed=seed, n_inject=n_inject)
+        vset = validation_set(
+            detector_score_fn(detector, series), series, seed=seed, n_inject=n_inject
+        )
         calibrator = _calibrator(detector.meta["decision"]["calibrator"])
         calibrated[name] = calibrator.transform(vset.raw)
     step_hours = series.step_seconds / 3600
     tried = []
     for candidate in candidate_settings():
         combined = combine_calibrated(calibrated["fcvae"], calibrated["vaegan"], candidate)
-        choice = choose_threshold(
-            combined,
-            vset.labels,
-            vset.event_ids,
-            np.isfinite(combined),
-            objective=objective,
-            step_hours=step_hours,
-        )
+        choice = best_threshold(combined, vset, objective=objective, step_hours=step_hours)
         tried.append(
             {**candidate, "threshold": float(choice.threshold), "objective_value": choice.value}
         )

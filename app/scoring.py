@@ -40,18 +40,7 @@ def emissions_frame(
         _, emissions = advance(
             ComboWindowState(str(combo)), feed, window=window, max_gap_steps=max_gap_steps
         )
-        for e in emissions:
-            rows.append(
-                {
-                    "combo": e.combo,
-                    "step": e.step,
-                    "status": e.status,
-                    "count": e.count,
-                    "window_values": None
-                    if e.window is None
-                    else ",".join(repr(v) for v in e.window),
-                }
-            )
+        rows.extend(e.to_record() for e in emissions)
     return pd.DataFrame(rows, columns=["combo", "step", "status", "count", "window_values"])
 
 

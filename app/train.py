@@ -31,8 +31,8 @@ from app.errors import AnomalyError
 from app.pipeline import (
     ComboSeries,
     calibrate_scores,
+    detector_score_fn,
     params_class,
-    score_positions,
     train_detector,
 )
 
@@ -138,20 +138,14 @@ def save_training_curves(history: dict[str, list[float]], path: Path, title: str
 
 def choose_component_weight(detector: Any, series: ComboSeries) -> None:
     """VAE+GAN: pick the critic's weight on the labelled validation windows."""
-    import numpy as np
+    from app.pipeline import windows_at
 
-    from app.data import sliding_windows
-    from app.pipeline import scorable
-    from app.streaming.state import window_seed
-
-    pos = scorable(series.values, series.positions("val"), detector.window)
-    windows = sliding_windows(series.values, detector.window)[pos - (detector.window - 1)]
-    seeds = np.array(
-        [window_seed(series.combo, int(s)) for s in series.steps()[pos]], dtype=np.int64
+    pos, windows, seeds = windows_at(
+        series, series.values, series.positions("val"), detector.window
     )
     labels = series.labels[pos]
     if labels.any() and not labels.all():
-        chosen = detector.choose_critic_weight(np.ascontiguousarray(windows), seeds, labels)
+        chosen = detector.choose_critic_weight(windows, seeds, labels)
         log.info(
             "combo=%s critic weight %s chosen on validation (AUPRC by weight: %s)",
             series.combo,
@@ -173,11 +167,8 @@ def train_one(
     if hasattr(detector, "choose_critic_weight"):
         choose_component_weight(detector, series)
 
-    def score_fn(values: Any, positions: Any) -> Any:
-        return score_positions(detector, series, values, positions)[0]
-
     decision, val_metrics = calibrate_scores(
-        score_fn, series, seed=args.seed, n_inject=args.n_inject
+        detector_score_fn(detector, series), series, seed=args.seed, n_inject=args.n_inject
     )
     extra = {
         "combo": series.combo,

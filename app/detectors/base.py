@@ -37,7 +37,7 @@ import torch
 from numpy.typing import NDArray
 from pydantic import BaseModel
 
-from app.errors import ArtifactError, ContractError
+from app.errors import ArtifactError, ContractError, DataError, NotFittedError
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +169,140 @@ class Detector(ABC):
     @abstractmethod
     def tiny_params() -> BaseModel:
         """Parameters small enough to train in a few seconds (tests)."""
+
+
+class PartsNetwork(torch.nn.Module):
+    """A network made of named sub-networks, saved as one state dict per part.
+
+    Subclasses list their sub-module attribute names in ``PARTS``; that is the
+    ``weights.pt`` layout.
+    """
+
+    PARTS: ClassVar[tuple[str, ...]]
+
+    def state_dicts(self) -> dict[str, dict[str, torch.Tensor]]:
+        """One state dict per sub-network (the ``weights.pt`` layout)."""
+        return {name: getattr(self, name).state_dict() for name in self.PARTS}
+
+    def load_state_dicts(self, state_dicts: dict[str, dict[str, torch.Tensor]]) -> None:
+        """Inverse of ``state_dicts``; strict (every part and every key must match)."""
+        missing = set(self.PARTS) - set(state_dicts)
+        extra = set(state_dicts) - set(self.PARTS)
+        if missing or extra:
+            raise KeyError(f"weight parts differ: missing {sorted(missing)}, extra {sorted(extra)}")
+        for name in self.PARTS:
+            getattr(self, name).load_state_dict(state_dicts[name], strict=True)
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """The torch device asked for; CUDA only when it is there (never assumed)."""
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} was asked for but CUDA is not available")
+    return dev
+
+
+def as_series(values: Any, what: str) -> NDArray[np.float64]:
+    """A 1-D float64 series (NaN = missing hour); infinite values are refused."""
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.ndim != 1:
+        raise DataError(f"{what} must be a 1-D hourly series; got shape {arr.shape}")
+    if np.isinf(arr).any():
+        raise DataError(f"{what} holds infinite values at {np.flatnonzero(np.isinf(arr))[:5]}")
+    return arr
+
+
+class NetworkDetector(Detector):
+    """Plumbing shared by the torch detectors: fitted state, normalisation, ``save``.
+
+    Subclasses set ``params`` (with ``window`` and ``log_transform``), ``device``,
+    ``mean_``/``std_``, ``fit_report_``, ``meta`` and ``_net`` in ``__init__``, declare
+    ``reserved_meta_keys`` (the meta keys they write themselves) and implement ``_own_meta``.
+    """
+
+    reserved_meta_keys: ClassVar[frozenset[str]]
+    params: Any
+    device: torch.device
+    mean_: float | None
+    std_: float | None
+    fit_report_: FitReport | None
+    _net: Any
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(window={self.params.window}, device={str(self.device)!r}, "
+            f"fitted={self.is_fitted})"
+        )
+
+    @property
+    def is_fitted(self) -> bool:
+        return self._net is not None
+
+    @property
+    def window(self) -> int:
+        return int(self.params.window)
+
+    @property
+    def network(self) -> Any:
+        """The trained network (raises ``NotFittedError`` before ``fit``/``load``)."""
+        if self._net is None:
+            raise NotFittedError(f"{self!r} is not fitted: call fit() or load() first")
+        return self._net
+
+    # --- transforms ---------------------------------------------------------------------------
+
+    def _transform(self, values: NDArray[np.float64], what: str) -> NDArray[np.float64]:
+        if not self.params.log_transform:
+            return values
+        if (values < 0).any():
+            bad = np.flatnonzero(values < 0)[:5]
+            raise DataError(f"{what} has negative counts at {bad.tolist()}; log1p needs >= 0")
+        return np.log1p(values)
+
+    def _normalise(self, values: NDArray[np.float64], what: str) -> NDArray[np.float64]:
+        """Raw counts → standardised model units (NaN kept)."""
+        assert self.mean_ is not None and self.std_ is not None
+        return (self._transform(values, what) - self.mean_) / self.std_
+
+    def _to_counts(self, units: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Standardised model units → raw counts."""
+        assert self.mean_ is not None and self.std_ is not None
+        out = units * self.std_ + self.mean_
+        return np.expm1(out) if self.params.log_transform else out
+
+    # --- persistence --------------------------------------------------------------------------
+
+    @abstractmethod
+    def _own_meta(self) -> dict[str, Any]:
+        """The meta keys the detector writes itself (a subset of ``reserved_meta_keys``)."""
+
+    def save(self, directory: Path, extra_meta: dict[str, Any] | None = None) -> None:
+        """Write ``meta.json`` + ``weights.pt`` to ``directory`` atomically.
+
+        ``extra_meta`` (threshold, calibration, training span, metrics…) is merged into
+        ``meta.json``; it may not override the detector's own keys. Keys a loaded artifact
+        carried from its caller are kept unless ``extra_meta`` replaces them.
+
+        Raises
+        ------
+        NotFittedError
+            Before ``fit``/``load``.
+        ArtifactError
+            ``extra_meta`` overrides a reserved key, is not JSON-serialisable, or the write
+            failed.
+        """
+        net = self.network
+        extra = dict(extra_meta or {})
+        clash = sorted(self.reserved_meta_keys & set(extra))
+        if clash:
+            raise ArtifactError(f"extra_meta may not override the detector's keys {clash}")
+        own = self._own_meta()
+        if self.fit_report_ is None and "fit" in self.meta:
+            own["fit"] = self.meta["fit"]  # a loaded artifact keeps its training record
+        carried = {k: v for k, v in self.meta.items() if k not in self.reserved_meta_keys}
+        directory = Path(directory)
+        write_artifact(directory, {**carried, **own, **extra}, net.state_dicts())
+        self.meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
 
 
 def validate_windows(

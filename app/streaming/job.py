@@ -223,13 +223,7 @@ def _make_state_function(settings: StreamSettings) -> Any:
             src = frame.iloc[e.ref] if e.ref >= 0 else None
             out.append(
                 {
-                    "combo": combo,
-                    "step": e.step,
-                    "status": e.status,
-                    "count": e.count,
-                    "window_values": None
-                    if e.window is None
-                    else ",".join(repr(v) for v in e.window),
+                    **e.to_record(),
                     "produced_at": None if src is None else src["produced_at"],
                     "raw": None if src is None else src["raw"],
                     "src_partition": None if src is None else int(src["src_partition"]),

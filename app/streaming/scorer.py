@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from app.contracts import utc_now_iso
-from app.streaming.state import window_seed
+from app.streaming.state import parse_window, window_seed
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +55,6 @@ def step_to_iso(step: int, step_seconds: int = 3600) -> str:
     """
     moment = datetime.fromtimestamp(int(step) * step_seconds, tz=UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_window(text: str) -> list[float]:
-    """The window text of an emission (comma-separated, ``nan`` for missing)."""
-    return [float(v) for v in text.split(",")]
 
 
 def _clean(value: Any) -> Any:

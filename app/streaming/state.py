@@ -52,6 +52,40 @@ class Emission:
     window: tuple[float, ...] | None = None  # oldest first, NaN = missing; only when ready
     ref: int = -1
 
+    def to_record(self) -> dict[str, object]:
+        """The emission as the row the scorer reads (the window as text, see ``format_window``).
+
+        Examples
+        --------
+        >>> Emission("A", 5, "ready", 2.0, (1.0, 2.0)).to_record()["window_values"]
+        '1.0,2.0'
+        """
+        return {
+            "combo": self.combo,
+            "step": self.step,
+            "status": self.status,
+            "count": self.count,
+            "window_values": None if self.window is None else format_window(self.window),
+        }
+
+
+def format_window(values: Sequence[float]) -> str:
+    """A window as text (exact: ``repr`` of each float; ``nan`` for missing hours).
+
+    Examples
+    --------
+    >>> format_window([1.0, float("nan"), 3.5])
+    '1.0,nan,3.5'
+    >>> parse_window(format_window([0.1, 2.0])) == [0.1, 2.0]
+    True
+    """
+    return ",".join(repr(float(v)) for v in values)
+
+
+def parse_window(text: str) -> list[float]:
+    """Inverse of ``format_window`` (an empty text is an empty window)."""
+    return [float(v) for v in text.split(",")] if text else []
+
 
 @dataclass(frozen=True)
 class ComboWindowState:
@@ -76,14 +110,13 @@ class ComboWindowState:
         ('A', 10, '1.0,nan,3.5', 3)
         """
         last = -1 if self.last_step is None else self.last_step
-        return (self.combo, last, ",".join(repr(float(v)) for v in self.values), self.run_length)
+        return (self.combo, last, format_window(self.values), self.run_length)
 
     @classmethod
     def from_row(cls, row: Sequence[object]) -> ComboWindowState:
         combo, last, values, run = row
         last_i = int(last)  # type: ignore[call-overload]
-        text = str(values)
-        parsed = tuple(float(v) for v in text.split(",")) if text else ()
+        parsed = tuple(parse_window(str(values)))
         return cls(str(combo), None if last_i < 0 else last_i, parsed, int(run))  # type: ignore[call-overload]
 
 

@@ -45,7 +45,6 @@ bitwise behaviour is not verified).
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import math
 import time
@@ -61,17 +60,18 @@ from tqdm.auto import tqdm
 
 from app.detectors.base import (
     META_FILE,
-    Detector,
     FitReport,
+    NetworkDetector,
     ScoreDetails,
+    as_series,
     read_artifact,
+    resolve_device,
     validate_windows,
-    write_artifact,
 )
 from app.detectors.fcvae.augment import augment_batch
 from app.detectors.fcvae.loss import LOG_2PI, cm_elbo, kl_weight_at
 from app.detectors.fcvae.network import FCVAENetwork
-from app.errors import ArtifactError, ContractError, DataError, NotFittedError
+from app.errors import ArtifactError, ContractError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -201,23 +201,7 @@ def window_normals(seeds: NDArray[np.int64], count: int) -> NDArray[np.float32]:
 # --- the detector -------------------------------------------------------------------------------
 
 
-def _resolve_device(device: str | torch.device) -> torch.device:
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {str(device)!r} was asked for but CUDA is not available")
-    return dev
-
-
-def _as_series(values: Any, what: str) -> NDArray[np.float64]:
-    arr = np.asarray(values, dtype=np.float64)
-    if arr.ndim != 1:
-        raise DataError(f"{what} must be a 1-D hourly series; got shape {arr.shape}")
-    if np.isinf(arr).any():
-        raise DataError(f"{what} holds infinite values at {np.flatnonzero(np.isinf(arr))[:5]}")
-    return arr
-
-
-class FCVAEDetector(Detector):
+class FCVAEDetector(NetworkDetector):
     """Frequency-enhanced conditional VAE (FCVAE) scoring the last hour of a window.
 
     Score direction: **higher = more anomalous** (negative log-likelihood of the last point).
@@ -242,37 +226,17 @@ class FCVAEDetector(Detector):
     """
 
     name: ClassVar[str] = "fcvae"
+    reserved_meta_keys: ClassVar[frozenset[str]] = RESERVED_META_KEYS
 
     def __init__(self, params: FCVAEParams | None = None, device: str = "cpu") -> None:
         self.params = params if params is not None else FCVAEParams()
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device)
         self.meta: dict[str, Any] = {}
         self.mean_: float | None = None
         self.std_: float | None = None
         self.seed_: int | None = None
         self.fit_report_: FitReport | None = None
         self._net: FCVAENetwork | None = None
-
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(window={self.params.window}, device={str(self.device)!r}, "
-            f"fitted={self.is_fitted})"
-        )
-
-    @property
-    def is_fitted(self) -> bool:
-        return self._net is not None
-
-    @property
-    def window(self) -> int:
-        return self.params.window
-
-    @property
-    def network(self) -> FCVAENetwork:
-        """The trained network (raises ``NotFittedError`` before ``fit``/``load``)."""
-        if self._net is None:
-            raise NotFittedError(f"{self!r} is not fitted: call fit() or load() first")
-        return self._net
 
     @staticmethod
     def tiny_params() -> FCVAEParams:
@@ -292,27 +256,6 @@ class FCVAEDetector(Detector):
             mcmc_rounds=3,
             n_samples=8,
         )
-
-    # --- transforms ---------------------------------------------------------------------------
-
-    def _transform(self, values: NDArray[np.float64], what: str) -> NDArray[np.float64]:
-        if not self.params.log_transform:
-            return values
-        if (values < 0).any():
-            bad = np.flatnonzero(values < 0)[:5]
-            raise DataError(f"{what} has negative counts at {bad.tolist()}; log1p needs >= 0")
-        return np.log1p(values)
-
-    def _normalise(self, values: NDArray[np.float64], what: str) -> NDArray[np.float64]:
-        """Raw counts → standardised model units (NaN kept)."""
-        assert self.mean_ is not None and self.std_ is not None
-        return (self._transform(values, what) - self.mean_) / self.std_
-
-    def _to_counts(self, units: NDArray[np.float64]) -> NDArray[np.float64]:
-        """Standardised model units → raw counts."""
-        assert self.mean_ is not None and self.std_ is not None
-        out = units * self.std_ + self.mean_
-        return np.expm1(out) if self.params.log_transform else out
 
     def _train_windows(
         self, series: NDArray[np.float64], what: str, mean: float, std: float
@@ -386,7 +329,7 @@ class FCVAEDetector(Detector):
         """
         started = time.perf_counter()
         p = self.params
-        train_arr = _as_series(train, "train")
+        train_arr = as_series(train, "train")
         finite = self._transform(train_arr[~np.isnan(train_arr)], "train")
         if finite.size < 2:
             raise DataError(f"train has {finite.size} present hours; need many more")
@@ -403,7 +346,7 @@ class FCVAEDetector(Detector):
         x_val: NDArray[np.float32] | None = None
         ok_val: NDArray[np.bool_] | None = None
         if val is not None:
-            x_val, ok_val = self._train_windows(_as_series(val, "val"), "val", mean, std)
+            x_val, ok_val = self._train_windows(as_series(val, "val"), "val", mean, std)
             if x_val.shape[0] == 0:
                 raise DataError("val gives no usable window; pass a longer validation series")
 
@@ -680,34 +623,6 @@ class FCVAEDetector(Detector):
             "seed": self.seed_,
             "fit": None if self.fit_report_ is None else self.fit_report_.to_dict(),
         }
-
-    def save(self, directory: Path, extra_meta: dict[str, Any] | None = None) -> None:
-        """Write ``meta.json`` + ``weights.pt`` to ``directory`` atomically.
-
-        ``extra_meta`` (threshold, calibration, training span, metrics…) is merged into
-        ``meta.json``; it may not override the detector's own keys. Keys a loaded artifact
-        carried from its caller are kept unless ``extra_meta`` replaces them.
-
-        Raises
-        ------
-        NotFittedError
-            Before ``fit``/``load``.
-        ArtifactError
-            ``extra_meta`` overrides a reserved key, is not JSON-serialisable, or the write
-            failed.
-        """
-        net = self.network
-        extra = dict(extra_meta or {})
-        clash = sorted(RESERVED_META_KEYS & set(extra))
-        if clash:
-            raise ArtifactError(f"extra_meta may not override the detector's keys {clash}")
-        own = self._own_meta()
-        if self.fit_report_ is None and "fit" in self.meta:
-            own["fit"] = self.meta["fit"]  # a loaded artifact keeps its training record
-        carried = {k: v for k, v in self.meta.items() if k not in RESERVED_META_KEYS}
-        directory = Path(directory)
-        write_artifact(directory, {**carried, **own, **extra}, net.state_dicts())
-        self.meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
 
     @classmethod
     def load(cls, directory: Path, *, device: str = "cpu") -> Self:

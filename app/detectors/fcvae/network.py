@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from app.detectors.base import PartsNetwork
+
 LATENT_VAR_FLOOR = 1e-6
 
 
@@ -234,7 +236,7 @@ class ConditionalDecoder(nn.Module):
         return out[..., 0], stable_softplus(out[..., 1]) + self.var_floor
 
 
-class FCVAENetwork(nn.Module):
+class FCVAENetwork(PartsNetwork):
     """The whole FCVAE: condition (GFM + LFM), encoder and decoder.
 
     Parameters
@@ -337,16 +339,3 @@ class FCVAENetwork(nn.Module):
         mu_z, var_z = self.encoder.from_context(current, enc_ctx)
         z = mu_z.unsqueeze(1) + torch.sqrt(var_z).unsqueeze(1) * eps_samples  # (B, S, L)
         return self.decoder.last_point(z, dec_ctx.unsqueeze(1))
-
-    def state_dicts(self) -> dict[str, dict[str, Tensor]]:
-        """One state dict per sub-network (the ``weights.pt`` layout)."""
-        return {name: getattr(self, name).state_dict() for name in self.PARTS}
-
-    def load_state_dicts(self, state_dicts: dict[str, dict[str, Tensor]]) -> None:
-        """Inverse of ``state_dicts``; strict (every part and every key must match)."""
-        missing = set(self.PARTS) - set(state_dicts)
-        extra = set(state_dicts) - set(self.PARTS)
-        if missing or extra:
-            raise KeyError(f"weight parts differ: missing {sorted(missing)}, extra {sorted(extra)}")
-        for name in self.PARTS:
-            getattr(self, name).load_state_dict(state_dicts[name], strict=True)

@@ -25,6 +25,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from app.detectors.base import PartsNetwork
+
 #: Bounds of the encoder's log-variance (keeps exp() finite early in training).
 LOGVAR_MIN, LOGVAR_MAX = -12.0, 6.0
 
@@ -102,7 +104,7 @@ class Critic(nn.Module):
         return self.out(h).squeeze(-1)
 
 
-class VAEGANNetwork(nn.Module):
+class VAEGANNetwork(PartsNetwork):
     """The whole VAE+GAN: encoder, decoder (= generator) and critic.
 
     Parameters
@@ -160,16 +162,3 @@ class VAEGANNetwork(nn.Module):
         mu_z, logvar_z = self.encoder(x, hide_last(observed))
         z = mu_z.unsqueeze(1) + torch.exp(0.5 * logvar_z).unsqueeze(1) * eps
         return self.decoder.last_point(z).squeeze(-1)
-
-    def state_dicts(self) -> dict[str, dict[str, Tensor]]:
-        """One state dict per sub-network (the ``weights.pt`` layout)."""
-        return {name: getattr(self, name).state_dict() for name in self.PARTS}
-
-    def load_state_dicts(self, state_dicts: dict[str, dict[str, Tensor]]) -> None:
-        """Inverse of ``state_dicts``; strict (every part and every key must match)."""
-        missing = set(self.PARTS) - set(state_dicts)
-        extra = set(state_dicts) - set(self.PARTS)
-        if missing or extra:
-            raise KeyError(f"weight parts differ: missing {sorted(missing)}, extra {sorted(extra)}")
-        for name in self.PARTS:
-            getattr(self, name).load_state_dict(state_dicts[name], strict=True)
