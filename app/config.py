@@ -126,6 +126,7 @@ class StreamSettings(BaseSettings):
     max_gap_hours: int = Field(default=6, ge=0)
     n_samples: int | None = Field(default=None, ge=1)  # None = the value the model was trained with
     torch_threads: int = Field(default=1, ge=1)
+    ship_models: bool | None = None  # None = when SPARK_MASTER is not local
     step_seconds: int = Field(default=3600, ge=1)
     max_message_bytes: int = Field(default=10_000, ge=100)
     max_count: int = Field(default=1_000_000_000, ge=1)

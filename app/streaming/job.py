@@ -20,12 +20,16 @@ micro-batch may be written again, so consumers keep the newest record per
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import signal
 import sys
+import tempfile
 import threading
+import zipfile
 from collections.abc import Iterator
+from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -235,7 +239,48 @@ def _make_state_function(settings: StreamSettings) -> Any:
     return advance_group
 
 
-def _make_score_function(settings: StreamSettings, kafka: KafkaSettings) -> Any:
+#: What executors need from a model directory (training plots stay behind).
+MODEL_FILE_PATTERNS = ("*.json", "*.pt")
+
+
+def pack_models(model_path: Path, out_dir: Path) -> Path:
+    """Zip the model files under ``model_path`` into ``out_dir``; return the archive.
+
+    The name carries a hash of the contents (``models-<sha>.zip``), so a retrained model
+    set is a new archive, never a stale cached one.
+    """
+    files = sorted(
+        {f for pattern in MODEL_FILE_PATTERNS for f in model_path.rglob(pattern) if f.is_file()}
+    )
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f.relative_to(model_path).as_posix().encode())
+        digest.update(f.read_bytes())
+    archive = out_dir / f"models-{digest.hexdigest()[:12]}.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        for f in files:
+            zf.write(f, f.relative_to(model_path).as_posix())
+    return archive
+
+
+def ship_models(spark: SparkSession, model_path: Path) -> str:
+    """Send the models to every executor with ``addArchive``; return the name under which
+    executors find the unpacked copy (``SparkFiles.get(name)``).  A cluster then needs no
+    shared disk for the models."""
+    archive = pack_models(model_path, Path(tempfile.mkdtemp(prefix="txn-anomaly-models-")))
+    spark.sparkContext.addArchive(str(archive))
+    log.info(
+        "shipping %s to the executors as %s (%.1f MB)",
+        model_path,
+        archive.name,
+        archive.stat().st_size / 1e6,
+    )
+    return archive.name
+
+
+def _make_score_function(
+    settings: StreamSettings, kafka: KafkaSettings, shipped_models: str | None
+) -> Any:
     model_path = str(settings.model_path)
     detector = settings.detector
     scored_topic, dead_topic = kafka.kafka_scored_topic, kafka.kafka_deadletter_topic
@@ -246,11 +291,16 @@ def _make_score_function(settings: StreamSettings, kafka: KafkaSettings) -> Any:
     def score_partition(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         from app.streaming.scorer import emissions_to_messages
 
+        path = model_path
+        if shipped_models is not None:  # the executor's unpacked copy of the driver's models
+            from pyspark import SparkFiles
+
+            path = SparkFiles.get(shipped_models)
         for pdf in batches:
             if len(pdf):
                 yield emissions_to_messages(
                     pdf,
-                    model_path=model_path,
+                    model_path=path,
                     detector=detector,
                     n_samples=n_samples,
                     torch_threads=threads,
@@ -268,8 +318,13 @@ def build_query(
     settings: StreamSettings,
     checkpoint: str,
     known_combos: list[str] | None,
+    shipped_models: str | None = None,
 ) -> StreamingQuery:
-    """Wire source → validation → state → scoring → sink, and start the query."""
+    """Wire source → validation → state → scoring → sink, and start the query.
+
+    ``shipped_models`` is the name ``ship_models`` returned: executors then load the models
+    from their own unpacked copy instead of ``settings.model_path``.
+    """
     from pyspark.sql import functions as F
     from pyspark.sql.streaming.state import GroupStateTimeout
 
@@ -293,7 +348,9 @@ def build_query(
         outputMode="append",
         timeoutConf=GroupStateTimeout.NoTimeout,
     )
-    scored = emissions.mapInPandas(_make_score_function(settings, kafka), OUTPUT_DDL)
+    scored = emissions.mapInPandas(
+        _make_score_function(settings, kafka, shipped_models), OUTPUT_DDL
+    )
     out = scored.unionByName(bad)
     writer = (
         out.writeStream.format("kafka")
@@ -347,7 +404,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     spark = build_spark_session("txn-anomaly-stream", spark_settings)
     checkpoint = str(spark_settings.checkpoint_location / "score_hourly_counts")
-    query = build_query(spark, kafka, settings, checkpoint, known)
+    ship = settings.ship_models
+    if ship is None:
+        ship = not spark_settings.spark_master.startswith("local")
+    shipped = ship_models(spark, settings.model_path) if ship else None
+    query = build_query(spark, kafka, settings, checkpoint, known, shipped)
 
     from app.streaming.heartbeat import Heartbeat
 

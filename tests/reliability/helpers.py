@@ -164,14 +164,21 @@ def job_env(kafka: KafkaSettings, models: Path, checkpoints: Path, **extra: str)
     )
 
 
-def start(module: str, env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    """``python -m module`` in its own process group (so that a kill reaches the JVM too)."""
+def start(
+    module: str,
+    env: dict[str, str],
+    log_path: Path,
+    *args: str,
+    cwd: Path = PROJECT_ROOT,
+) -> subprocess.Popen[bytes]:
+    """``python -m module *args`` in its own process group (so that a kill reaches the JVM
+    too)."""
     log_file = open(log_path, "ab")  # noqa: SIM115 - the child keeps it open
     try:
         return subprocess.Popen(
-            [sys.executable, "-m", module],
+            [sys.executable, "-m", module, *args],
             env=env,
-            cwd=PROJECT_ROOT,
+            cwd=cwd,
             stdout=log_file,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -204,6 +211,19 @@ def stop_gracefully(proc: subprocess.Popen[bytes], timeout_s: float = 30) -> Non
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=timeout_s)
     kill_group(proc)
+
+
+#: Fields of a scored record that must be identical wherever and however often it is computed.
+SCORED_FIELDS = (
+    "status",
+    "count",
+    "score",
+    "threshold",
+    "is_anomaly",
+    "fcvae_score",
+    "expected",
+    "model_version",
+)
 
 
 def tail(path: Path, lines: int = 40) -> str:

@@ -32,6 +32,7 @@ from app.scoring import score_frame
 from producer.producer import ProducerSettings, load_replay
 
 from .helpers import (
+    SCORED_FIELDS,
     Message,
     dedup_scored,
     job_env,
@@ -50,16 +51,7 @@ COMBOS = ["Accel_CMP", "Star_nopin"]
 WINDOW = 24
 HOURS = 72  # per combo: 24 warm-up hours, then 48 more
 FIRST, SECOND = 40, 52  # hours sent before the job starts / just before the kill
-COMPARED = (
-    "status",
-    "count",
-    "score",
-    "threshold",
-    "is_anomaly",
-    "fcvae_score",
-    "expected",
-    "model_version",
-)
+COMPARED = SCORED_FIELDS
 
 
 def _messages(rows: pd.DataFrame) -> list[Message]:
