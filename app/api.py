@@ -87,6 +87,8 @@ class SystemConfig:
             epochs=self.epochs,
             kl_warmup_epochs=None,
             window=None,
+            clean_k=None,
+            log_transform=None,
             tiny=self.tiny,
             n_inject=12,
             device="auto",

@@ -83,6 +83,21 @@ def build_parser(
     )
     model.add_argument("--window", type=int, default=None, help="window length W in steps")
     model.add_argument(
+        "--clean-k",
+        type=float,
+        default=None,
+        help="FCVAE window cleaning: past points further than this many robust sigmas from "
+        "their time-of-day median are replaced before scoring; 0 turns it off (default: "
+        "model's, 3)",
+    )
+    model.add_argument(
+        "--log-transform",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="FCVAE: model log1p(counts), so that a -50%% dip weighs the same at night as at "
+        "the daily peak (default: model's, on)",
+    )
+    model.add_argument(
         "--tiny",
         action="store_true",
         help="tiny networks and few epochs (smoke tests, seconds per combo)",
@@ -97,11 +112,17 @@ def build_parser(
     return parser
 
 
-def _params(name: str, args: argparse.Namespace) -> Any:
+def _params(name: str, args: argparse.Namespace, step_seconds: int = 3600) -> Any:
     from app.pipeline import detector_class
 
     base = detector_class(name).tiny_params() if args.tiny else params_class(name)()
     update: dict[str, Any] = {}
+    if "clean_k" in type(base).model_fields:
+        update["clean_period"] = max(2, round(86_400 / step_seconds))  # steps per day
+        if args.clean_k is not None:
+            update["clean_k"] = args.clean_k or None
+    if args.log_transform is not None and "log_transform" in type(base).model_fields:
+        update["log_transform"] = args.log_transform
     if args.epochs is not None:
         update["epochs"] = args.epochs
     if args.window is not None:
@@ -157,7 +178,7 @@ def choose_component_weight(detector: Any, series: ComboSeries) -> None:
 def train_one(
     name: str, series: ComboSeries, args: argparse.Namespace, device: str, out_dir: Path
 ) -> dict[str, Any]:
-    params = _params(name, args)
+    params = _params(name, args, series.step_seconds)
     started = time.perf_counter()
     detector, report = train_detector(
         name, series, params=params, seed=args.seed, device=device, progress=progress_enabled(args)
