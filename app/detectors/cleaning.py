@@ -11,8 +11,6 @@ effects).  Measured on the validation split in TECHNICAL.md ("Window cleaning").
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
@@ -63,13 +61,24 @@ def seasonal_clean(
     grid = np.concatenate([np.full((n, pad), np.nan), arr], axis=1).reshape(n, days, period)
     reference = grid.copy()
     reference[:, -1, -1] = np.nan  # the scored point never informs its own reference
-    with warnings.catch_warnings():  # all-NaN slices (padding, long gaps) give NaN medians
-        warnings.simplefilter("ignore", RuntimeWarning)
-        median = np.nanmedian(reference, axis=1)
-        mad = np.nanmedian(np.abs(reference - median[:, None, :]), axis=1)
+    median = _nanmedian_axis1(reference)
+    mad = _nanmedian_axis1(np.abs(reference - median[:, None, :]))
     spread = np.maximum(MAD_TO_SIGMA * mad, rel_floor * np.abs(median) + 1.0)
     outlier = np.abs(grid - median[:, None, :]) > k * spread[:, None, :]
     outlier &= np.isfinite(median)[:, None, :]
     outlier[:, -1, -1] = False
     cleaned = np.where(outlier, median[:, None, :], grid)
     return np.ascontiguousarray(cleaned.reshape(n, days * period)[:, pad:])
+
+
+def _nanmedian_axis1(values: NDArray[np.float64]) -> NDArray[np.float64]:
+    """``np.nanmedian(values, axis=1)`` for ``(n, d, p)`` arrays, NaN where a slice is all
+    NaN, without warnings; several times faster for the few days of a window (sorting
+    puts NaN last, then the middle of the finite values is picked)."""
+    ordered = np.sort(values, axis=1)
+    count = np.isfinite(ordered).sum(axis=1, keepdims=True)
+    last = values.shape[1] - 1
+    low = np.take_along_axis(ordered, np.clip((count - 1) // 2, 0, last), axis=1)
+    high = np.take_along_axis(ordered, np.clip(count // 2, 0, last), axis=1)
+    median = ((low + high) / 2.0)[:, 0, :]
+    return np.where(count[:, 0, :] > 0, median, np.nan)
