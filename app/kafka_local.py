@@ -168,13 +168,22 @@ class LocalKafkaBroker:
             *args,
         ]
 
-    def format_storage(self, config: Path) -> None:
-        """Format the KRaft storage once (a no-op when ``meta.properties`` exists)."""
+    def format_storage(self, config: Path, cluster_id: str | None = None) -> None:
+        """Format the KRaft storage once (a no-op when ``meta.properties`` exists).
+
+        ``cluster_id`` defaults to a random one (22 URL-safe base64 characters, which may
+        start with ``-``: it is passed as ``--cluster-id=<id>`` so that it is never read as
+        an option).
+        """
         if (self.data_dir / "data" / "meta.properties").exists():
             return
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if cluster_id is None:
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         cmd = self._java_command(
-            "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)
+            "kafka.tools.StorageTool",
+            "format",
+            f"--cluster-id={cluster_id}",
+            f"--config={config}",
         )
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
         if result.returncode != 0:
