@@ -153,6 +153,20 @@ def test_condition_ignores_the_last_value() -> None:
     assert not torch.equal(net.condition(x), net.condition(x2))
 
 
+def test_last_token_only_condition_equals_the_full_one() -> None:
+    net = tiny_network(window=168, sub_window=8, stride=4)  # 41 tokens, as shipped
+    net.eval()
+    x = torch.randn(16, 168)
+    with torch.inference_mode():
+        full, fast = net.condition(x), net.condition(x, last_only=True)
+    assert full.shape == fast.shape
+    torch.testing.assert_close(fast, full, rtol=0, atol=1e-5)
+    x2 = x.clone()
+    x2[:, 3] += 1.0  # the first token still reaches the kept one through attention
+    with torch.inference_mode():
+        assert not torch.equal(net.condition(x2, last_only=True), fast)
+
+
 def test_stable_softplus_matches_torch_and_is_position_independent() -> None:
     x = torch.randn(10_000) * 10
     assert torch.allclose(stable_softplus(x), F.softplus(x), atol=1e-6)

@@ -118,13 +118,26 @@ class TransformerEncoderLayer(nn.Module):
         self.norm_ff = nn.LayerNorm(dim)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, *, last_only: bool = False) -> Tensor:
+        """``(B, T, D)`` → ``(B, T, D)``; with ``last_only`` just the last token, ``(B, 1, D)``.
+
+        ``last_only`` computes the same function for the one token the LFM keeps: its query
+        attends over every token's key and value, and only it goes through the norms and the
+        feed-forward (about 3× faster for 41 tokens; equal up to float rounding).
+        """
         b, t, d = x.shape
         h = self.n_heads
-        q, k, v = self.qkv(x).view(b, t, 3, h, d // h).permute(2, 0, 3, 1, 4)
+        if last_only:
+            w, bias = self.qkv.weight, self.qkv.bias
+            q = F.linear(x[:, -1:], w[:d], bias[:d]).view(b, 1, h, d // h).transpose(1, 2)
+            k, v = F.linear(x, w[d:], bias[d:]).view(b, t, 2, h, d // h).permute(2, 0, 3, 1, 4)
+            residual, rows = x[:, -1:], 1
+        else:
+            q, k, v = self.qkv(x).view(b, t, 3, h, d // h).permute(2, 0, 3, 1, 4)
+            residual, rows = x, t
         weights = row_softmax(q @ k.transpose(-2, -1) / math.sqrt(d // h))
-        attended = (self.drop(weights) @ v).transpose(1, 2).reshape(b, t, d)
-        x = self.norm_attn(x + self.drop(self.out(attended)))
+        attended = (self.drop(weights) @ v).transpose(1, 2).reshape(b, rows, d)
+        x = self.norm_attn(residual + self.drop(self.out(attended)))
         return self.norm_ff(x + self.drop(self.ff_out(F.relu(self.ff_in(x)))))
 
 
@@ -160,11 +173,13 @@ class LocalFrequencyModule(nn.Module):
         self.layer = TransformerEncoderLayer(model_dim, n_heads, ff_dim, dropout)
         self.proj = nn.Linear(model_dim, cond_dim)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, *, last_only: bool = False) -> Tensor:
+        """``(B, W)`` → ``(B, E)``; ``last_only`` runs the Transformer layer for the kept
+        token only (scoring; training runs it for all tokens, as the reference does)."""
         masked = torch.cat((x[:, self.offset : -1], torch.zeros_like(x[:, -1:])), dim=1)
         subs = masked.unfold(1, self.sub_window, self.stride)  # (B, n_tokens, k)
         tokens = torch.tanh(self.embed(rfft_features(subs)))
-        tokens = self.layer(tokens)
+        tokens = self.layer(tokens, last_only=last_only)
         return torch.tanh(self.proj(tokens[:, -1, :]))
 
 
@@ -289,9 +304,10 @@ class FCVAENetwork(PartsNetwork):
         self.encoder = ConditionalEncoder(window, 2 * cond_dim, hidden_dim, latent_dim)
         self.decoder = ConditionalDecoder(window, 2 * cond_dim, hidden_dim, latent_dim, var_floor)
 
-    def condition(self, x: Tensor) -> Tensor:
-        """``c = [GFM(x); LFM(x)]``, shape ``(B, 2E)``; independent of ``x[:, -1]``."""
-        return torch.cat((self.gfm(x), self.lfm(x)), dim=-1)
+    def condition(self, x: Tensor, *, last_only: bool = False) -> Tensor:
+        """``c = [GFM(x); LFM(x)]``, shape ``(B, 2E)``; independent of ``x[:, -1]``.
+        ``last_only``: see ``LocalFrequencyModule.forward``."""
+        return torch.cat((self.gfm(x), self.lfm(x, last_only=last_only)), dim=-1)
 
     def forward(self, x: Tensor, eps: Tensor) -> dict[str, Tensor]:
         """One reparameterised pass: ``z = μ_z + σ_z · eps`` with ``eps`` of shape ``(B, L)``.
@@ -327,7 +343,7 @@ class FCVAENetwork(PartsNetwork):
             ``z_s ~ q(z | x_mcmc, c)``; ``x_mcmc`` is ``x`` with only its last point replaced
             by the decoder's mean, ``R`` times. Evaluate the *original* last value under them.
         """
-        c = self.condition(x)
+        c = self.condition(x, last_only=True)
         enc_ctx = self.encoder.context(c)
         dec_ctx = self.decoder.context(c)
         head = x[:, :-1]
