@@ -2,13 +2,14 @@
 
 The only module that imports pyspark for the pipeline.  Plan of one query::
 
-    Kafka (input topic)
+    Kafka (input topic, read once per micro-batch)
       → validate (explicit schema; every rejected record gets a specific reason)
-      ├─ bad records ─────────────────────────────────────────────► dead-letter rows
-      └─ good records → groupBy(combo).applyInPandasWithState(advance)   [Spark state store]
-                      → mapInPandas(score_partition)   batched torch calls, models cached
-                         ├─ scored / warming_up / missing hours ─► scored-topic rows
-                         └─ duplicate / late hours ──────────────► dead-letter rows
+      → groupBy(combo of a good record, NULL for a rejected one)
+        .applyInPandasWithState(advance)                       [Spark state store]
+          good records: window state advanced; rejected ones: passed on, no state kept
+      → mapInPandas(score_partition)   batched torch calls, models cached
+          ├─ scored / warming_up / missing hours ─────────► scored-topic rows
+          └─ rejected records, duplicate / late hours ────► dead-letter rows
       → one Kafka sink (each row names its topic), checkpointed
 
 Window state is a flat row (the window as text: array-typed state fields fail in
@@ -49,8 +50,9 @@ log = logging.getLogger(__name__)
 STATE_DDL = "combo STRING, last_step LONG, window_values STRING, run_length LONG"
 EMISSION_DDL = (
     "combo STRING, step LONG, status STRING, count DOUBLE, window_values STRING, "
-    "produced_at STRING, raw STRING, src_partition INT, src_offset LONG"
+    "produced_at STRING, raw STRING, src_partition INT, src_offset LONG, reason STRING"
 )
+EMISSION_COLUMNS = [c.split()[0] for c in EMISSION_DDL.split(", ")]
 OUTPUT_DDL = "topic STRING, key STRING, value STRING"
 
 
@@ -186,25 +188,6 @@ def validated(
     )
 
 
-def dead_letter_rows(bad: DataFrame, topic: str) -> DataFrame:
-    """Rejected records as dead-letter messages (raw text, reason, source position, time)."""
-    from pyspark.sql import functions as F
-
-    payload = F.to_json(
-        F.struct(
-            F.col("raw"),
-            F.col("reason"),
-            F.col("src_topic").alias("source_topic"),
-            F.col("src_partition").alias("source_partition"),
-            F.col("src_offset").alias("source_offset"),
-            F.date_format(F.current_timestamp(), "yyyy-MM-dd'T'HH:mm:ss.SSS'Z'").alias("failed_at"),
-        )
-    )
-    return bad.select(
-        F.lit(topic).alias("topic"), F.col("combo").alias("key"), payload.alias("value")
-    )
-
-
 def _make_state_function(settings: StreamSettings) -> Any:
     if settings.window_size is None:
         raise ValueError("StreamSettings.window_size must be resolved before building the query")
@@ -214,8 +197,11 @@ def _make_state_function(settings: StreamSettings) -> Any:
         key: tuple[str], pdfs: Iterator[pd.DataFrame], state: GroupState
     ) -> Iterator[pd.DataFrame]:
         combo = key[0]
-        current = ComboWindowState.from_row(state.get) if state.exists else ComboWindowState(combo)
         frame = pd.concat(list(pdfs), ignore_index=True)
+        if combo is None:  # the rejected records of this batch: no state, straight through
+            yield rejected_emissions(frame)
+            return
+        current = ComboWindowState.from_row(state.get) if state.exists else ComboWindowState(combo)
         rows = [
             StepCount(combo, int(s), float(c), ref=i)
             for i, (s, c) in enumerate(zip(frame["step"], frame["count"], strict=True))
@@ -234,9 +220,29 @@ def _make_state_function(settings: StreamSettings) -> Any:
                     "src_offset": None if src is None else int(src["src_offset"]),
                 }
             )
-        yield pd.DataFrame(out, columns=[c.split()[0] for c in EMISSION_DDL.split(", ")])
+        yield pd.DataFrame(out, columns=EMISSION_COLUMNS)
 
     return advance_group
+
+
+def rejected_emissions(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rejected input records as emissions with status ``invalid`` and their reason (the
+    scorer turns them into dead-letter messages)."""
+    out = pd.DataFrame(
+        {
+            "combo": frame["combo"],
+            "step": None,
+            "status": "invalid",
+            "count": None,
+            "window_values": None,
+            "produced_at": None,
+            "raw": frame["raw"],
+            "src_partition": frame["src_partition"],
+            "src_offset": frame["src_offset"],
+            "reason": frame["reason"],
+        }
+    )
+    return out[EMISSION_COLUMNS]
 
 
 #: What executors need from a model directory (training plots stay behind).
@@ -339,9 +345,10 @@ def build_query(
         reader = reader.option("maxOffsetsPerTrigger", settings.max_offsets_per_trigger)
     parsed = validated(reader.load(), settings, known_combos)
 
-    bad = dead_letter_rows(parsed.where(F.col("reason").isNotNull()), kafka.kafka_deadletter_topic)
-    good = parsed.where(F.col("reason").isNull()).drop("reason")
-    emissions = good.groupBy("combo").applyInPandasWithState(
+    # One pass over the source: rejected records share the grouping under a NULL key (their
+    # group keeps no state) instead of a second branch that would read Kafka again.
+    routed = parsed.withColumn("group", F.when(F.col("reason").isNull(), F.col("combo")))
+    emissions = routed.groupBy("group").applyInPandasWithState(
         _make_state_function(settings),
         outputStructType=EMISSION_DDL,
         stateStructType=STATE_DDL,
@@ -351,9 +358,8 @@ def build_query(
     scored = emissions.mapInPandas(
         _make_score_function(settings, kafka, shipped_models), OUTPUT_DDL
     )
-    out = scored.unionByName(bad)
     writer = (
-        out.writeStream.format("kafka")
+        scored.writeStream.format("kafka")
         .options(**kafka.spark_options())
         .option("checkpointLocation", checkpoint)
         .queryName("score_hourly_counts")

@@ -88,18 +88,20 @@ def score_emissions(
     -------
     (scored, dead)
         Scored-hour dicts (the ``ScoredHour`` contract) in input order, and dead-letter
-        dicts for duplicate/late rows.
+        dicts (with the ``combo``, the message key) for duplicate/late hours and for
+        records the job's validation rejected (status ``invalid``, with their ``reason``).
     """
     scored_at = scored_at or utc_now_iso()
     records: list[dict[str, Any] | None] = [None] * len(frame)
     dead: list[dict[str, Any]] = []
     ready_rows: dict[str, list[int]] = {}
     for i, row in enumerate(frame.itertuples(index=False)):
-        if row.status in _DEAD:
+        if row.status in _DEAD or row.status == "invalid":
             dead.append(
                 {
+                    "combo": row.combo if isinstance(row.combo, str) else None,
                     "raw": getattr(row, "raw", None),
-                    "reason": _DEAD[row.status],
+                    "reason": _DEAD.get(row.status) or getattr(row, "reason", None),
                     "source_partition": _clean(getattr(row, "src_partition", None)),
                     "source_offset": _clean(getattr(row, "src_offset", None)),
                     "failed_at": scored_at,
@@ -182,7 +184,10 @@ def emissions_to_messages(
     rows: list[tuple[str, str | None, str]] = [
         (scored_topic, r["combo"], _dumps(r)) for r in scored
     ]
-    rows.extend((deadletter_topic, None, _dumps({**d, "source_topic": source_topic})) for d in dead)
+    rows.extend(
+        (deadletter_topic, d.pop("combo"), _dumps({**d, "source_topic": source_topic}))
+        for d in dead
+    )
     return pd.DataFrame(rows, columns=["topic", "key", "value"])
 
 
