@@ -218,6 +218,9 @@ def _make_state_function(settings: StreamSettings) -> Any:
                     "raw": None if src is None else src["raw"],
                     "src_partition": None if src is None else int(src["src_partition"]),
                     "src_offset": None if src is None else int(src["src_offset"]),
+                    # Explicit None (an object column): a missing key would be a float NaN
+                    # column, which pyarrow turns into a ChunkedArray for a STRING field.
+                    "reason": None,
                 }
             )
         yield pd.DataFrame(out, columns=EMISSION_COLUMNS)
@@ -228,21 +231,22 @@ def _make_state_function(settings: StreamSettings) -> Any:
 def rejected_emissions(frame: pd.DataFrame) -> pd.DataFrame:
     """Rejected input records as emissions with status ``invalid`` and their reason (the
     scorer turns them into dead-letter messages)."""
-    out = pd.DataFrame(
+    n = len(frame)
+    return pd.DataFrame(
         {
-            "combo": frame["combo"],
-            "step": None,
-            "status": "invalid",
-            "count": None,
-            "window_values": None,
-            "produced_at": None,
-            "raw": frame["raw"],
-            "src_partition": frame["src_partition"],
-            "src_offset": frame["src_offset"],
-            "reason": frame["reason"],
-        }
+            "combo": frame["combo"].tolist(),
+            "step": [None] * n,
+            "status": ["invalid"] * n,
+            "count": [None] * n,
+            "window_values": [None] * n,
+            "produced_at": [None] * n,
+            "raw": frame["raw"].tolist(),
+            "src_partition": frame["src_partition"].tolist(),
+            "src_offset": frame["src_offset"].tolist(),
+            "reason": frame["reason"].tolist(),
+        },
+        columns=EMISSION_COLUMNS,
     )
-    return out[EMISSION_COLUMNS]
 
 
 #: What executors need from a model directory (training plots stay behind).
