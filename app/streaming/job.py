@@ -289,7 +289,7 @@ def ship_models(spark: SparkSession, model_path: Path) -> str:
 
 
 def _make_score_function(
-    settings: StreamSettings, kafka: KafkaSettings, shipped_models: str | None
+    settings: StreamSettings, kafka: KafkaSettings, shipped_models: str | None = None
 ) -> Any:
     model_path = str(settings.model_path)
     detector = settings.detector

@@ -80,7 +80,9 @@ from app.errors import ArtifactError, ContractError, DataError
 log = logging.getLogger(__name__)
 
 #: Rows per scoring chunk; every chunk (the last one padded) has exactly this many rows.
-SCORE_CHUNK = 512
+#: 128 rather than 512: a stream's micro-batch brings a few hours per combo, and one window
+#: then costs 6 ms instead of 27 ms, for 7 % less peak throughput (bench: chunk sweep).
+SCORE_CHUNK = 128
 #: Windows per forward pass when computing the validation loss.
 _EVAL_CHUNK = 4096
 #: meta.json keys written by the detector itself; ``extra_meta`` may not override them.
