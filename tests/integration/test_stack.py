@@ -70,10 +70,11 @@ def test_make_run_scores_the_demo_and_stops_cleanly(kafka_settings, tmp_path: Pa
             assert proc.poll() is None, f"the stack exited early\n{tail(log, 60)}"
             health = _health(dashboard)
             counters = (health or {}).get("counters") or {}
-            return counters if counters.get("scored", 0) >= 8 else None
+            announced = "first scored hour on the dashboard" in log.read_text(errors="replace")
+            ready = counters.get("scored", 0) >= 8 and counters.get("combos") == 4
+            return counters if ready and announced else None
 
-        counters = wait_for(scored, 240, "scored hours on the dashboard", interval_s=2)
-        assert counters["combos"] == 4
+        counters = wait_for(scored, 240, "scored hours of 4 combos on the dashboard", interval_s=2)
         assert counters["invalid"] == 0
         assert "Traceback" not in log.read_text(errors="replace"), tail(log, 60)
 
@@ -81,7 +82,5 @@ def test_make_run_scores_the_demo_and_stops_cleanly(kafka_settings, tmp_path: Pa
         assert proc.wait(timeout=90) == 0, tail(log, 40)
     finally:
         kill_group(proc)
-    text = log.read_text(errors="replace")
-    assert "first scored hour on the dashboard" in text
     assert not port_is_open("127.0.0.1", kafka_port)
     assert not port_is_open("127.0.0.1", dashboard)
