@@ -38,6 +38,7 @@ import pandas as pd
 
 from app.config import KafkaSettings, SparkSettings, StreamSettings
 from app.contracts import HOURLY_COUNT_DDL
+from app.errors import InfraError
 from app.streaming.state import ComboWindowState, StepCount, advance
 
 if TYPE_CHECKING:
@@ -234,7 +235,7 @@ def rejected_emissions(frame: pd.DataFrame) -> pd.DataFrame:
     n = len(frame)
     return pd.DataFrame(
         {
-            "combo": frame["combo"].tolist(),
+            "combo": frame["message_combo"].tolist(),
             "step": [None] * n,
             "status": ["invalid"] * n,
             "count": [None] * n,
@@ -322,6 +323,37 @@ def _make_score_function(
     return score_partition
 
 
+#: Kafka sources in this job's query plan.  Spark cannot resume a checkpoint written by a
+#: plan with another number of sources (jobs before the single-read change had two).
+QUERY_SOURCES = 1
+
+
+def checkpoint_sources(checkpoint: Path) -> int | None:
+    """How many sources the newest offsets file of ``checkpoint`` records (None: no batch yet).
+
+    An offsets file is ``v1``, one line of metadata, then one line per source.
+    """
+    offsets = checkpoint / "offsets"
+    batches = [p for p in offsets.glob("*") if p.name.isdigit()] if offsets.is_dir() else []
+    if not batches:
+        return None
+    newest = max(batches, key=lambda p: int(p.name))
+    return max(0, len(newest.read_text(encoding="utf-8").splitlines()) - 2)
+
+
+def check_checkpoint(checkpoint: Path) -> None:
+    """Refuse, with what to do, a checkpoint this query plan cannot resume."""
+    found = checkpoint_sources(checkpoint)
+    if found is not None and found != QUERY_SOURCES:
+        raise InfraError(
+            f"the checkpoint in {checkpoint} was written by an earlier version of the job "
+            f"({found} Kafka sources, this one reads {QUERY_SOURCES}); Spark cannot resume it. "
+            "Point CHECKPOINT_LOCATION at an empty directory (or delete this one): the job "
+            "then starts from STARTING_OFFSETS and rebuilds each combo's window, and hours "
+            "already scored are written again (consumers keep one record per combo and hour)"
+        )
+
+
 def build_query(
     spark: SparkSession,
     kafka: KafkaSettings,
@@ -350,9 +382,13 @@ def build_query(
     parsed = validated(reader.load(), settings, known_combos)
 
     # One pass over the source: rejected records share the grouping under a NULL key (their
-    # group keeps no state) instead of a second branch that would read Kafka again.
-    routed = parsed.withColumn("group", F.when(F.col("reason").isNull(), F.col("combo")))
-    emissions = routed.groupBy("group").applyInPandasWithState(
+    # group keeps no state) instead of a second branch that would read Kafka again.  The key
+    # column keeps the name "combo" (the state store's key schema, as checkpoints written
+    # before this change have it); the message's own combo travels as "message_combo".
+    routed = parsed.withColumnRenamed("combo", "message_combo").withColumn(
+        "combo", F.when(F.col("reason").isNull(), F.col("message_combo"))
+    )
+    emissions = routed.groupBy("combo").applyInPandasWithState(
         _make_state_function(settings),
         outputStructType=EMISSION_DDL,
         stateStructType=STATE_DDL,
@@ -407,6 +443,7 @@ def main(argv: list[str] | None = None) -> int:
         if settings.window_size is None:
             settings = settings.model_copy(update={"window_size": registry.window()})
         log.info("models for %d combos under %s: %s", len(known), settings.model_path, known)
+        check_checkpoint(spark_settings.checkpoint_location / "score_hourly_counts")
         wait_for_broker(kafka)
         ensure_product_topics(kafka)
     except AnomalyError as exc:

@@ -1,11 +1,15 @@
-"""Pure parts of the streaming job: the model archive that travels to a cluster's executors."""
+"""Pure parts of the streaming job: the model archive for a cluster's executors, and the
+checkpoint check at start-up."""
 
 from __future__ import annotations
 
 import zipfile
 from pathlib import Path
 
-from app.streaming.job import pack_models
+import pytest
+
+from app.errors import InfraError
+from app.streaming.job import check_checkpoint, checkpoint_sources, pack_models
 
 
 def _models(root: Path) -> Path:
@@ -45,3 +49,28 @@ def test_archive_name_follows_the_contents(tmp_path: Path) -> None:
     assert pack_models(models, tmp_path / "o2").name == first
     (models / "fcvae" / "A" / "weights.pt").write_bytes(b"retrained")
     assert pack_models(models, tmp_path / "o3").name != first
+
+
+def _offsets(root: Path, batch: int, sources: int) -> Path:
+    offsets = root / "offsets"
+    offsets.mkdir(parents=True, exist_ok=True)
+    lines = ["v1", '{"batchWatermarkMs":0}'] + ['{"transactions.hourly":{"0":180}}'] * sources
+    (offsets / str(batch)).write_text("\n".join(lines))
+    return root
+
+
+def test_checkpoint_sources_reads_the_newest_offsets_file(tmp_path: Path) -> None:
+    assert checkpoint_sources(tmp_path / "none") is None
+    root = _offsets(tmp_path / "ckpt", 0, 2)
+    (root / "offsets" / ".0.crc").write_text("x")  # Spark's checksum files are ignored
+    assert checkpoint_sources(root) == 2
+    _offsets(root, 10, 1)
+    _offsets(root, 9, 2)
+    assert checkpoint_sources(root) == 1  # batch 10, not the lexically last "9"
+
+
+def test_a_checkpoint_of_the_two_source_plan_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    check_checkpoint(tmp_path / "fresh")  # nothing there yet: fine
+    check_checkpoint(_offsets(tmp_path / "ok", 3, 1))
+    with pytest.raises(InfraError, match=r"earlier version of the job.*CHECKPOINT_LOCATION"):
+        check_checkpoint(_offsets(tmp_path / "old", 3, 2))
