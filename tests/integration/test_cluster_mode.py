@@ -28,9 +28,8 @@ from pathlib import Path
 import pyspark
 import pytest
 
-from app.config import KafkaSettings, StreamSettings
+from app.config import KafkaSettings
 from app.kafka_io import ensure_product_topics
-from app.registry import ModelRegistry
 from producer.producer import ProducerSettings, run
 from tests.reliability.helpers import (
     SCORED_FIELDS,
@@ -38,6 +37,7 @@ from tests.reliability.helpers import (
     job_env,
     kill_group,
     read_all,
+    run_job_available_now,
     send,
     start,
     tail,
@@ -145,8 +145,6 @@ def test_cluster_mode_scores_exactly_as_local_mode(
     tiny_models: Path,
     tmp_path: Path,
 ) -> None:
-    from app.streaming.job import build_query
-
     # 1. One input topic with three partitions, filled by the real producer, plus a bad record.
     cluster = fresh_topics(kafka_settings, partitions=3)
     sent = sum(
@@ -194,16 +192,7 @@ def test_cluster_mode_scores_exactly_as_local_mode(
         }
     )
     ensure_product_topics(local)
-    registry = ModelRegistry(tiny_models, detector="fcvae")
-    settings = StreamSettings(
-        model_path=tiny_models,
-        detector="fcvae",
-        trigger_available_now=True,
-        window_size=registry.window(),
-    )
-    query = build_query(spark, local, settings, str(tmp_path / "local-ckpt"), registry.check())
-    query.awaitTermination(timeout=300)
-    assert query.exception() is None
+    run_job_available_now(spark, local, tiny_models, tmp_path / "local-ckpt")
 
     on_cluster = _by_hour(read_all(cluster, cluster.kafka_scored_topic))
     in_local = _by_hour(read_all(local, local.kafka_scored_topic))

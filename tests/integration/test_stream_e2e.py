@@ -23,6 +23,7 @@ from app.kafka_io import ensure_product_topics
 from app.registry import ModelRegistry
 from app.scoring import score_frame
 from producer.producer import ProducerSettings, run
+from tests.reliability.helpers import run_job_available_now
 
 pytestmark = pytest.mark.integration
 
@@ -165,8 +166,6 @@ def test_long_replay_with_gaps_and_no_bad_input(
     """One big micro-batch of one combo whose span holds unlabelled gaps, no rejected record:
     what `make run`'s first batch looks like (it once failed in the Arrow conversion while
     every smaller test passed)."""
-    from app.streaming.job import build_query
-
     hours = 300
     sent = run(
         ProducerSettings(
@@ -179,16 +178,7 @@ def test_long_replay_with_gaps_and_no_bad_input(
         topics,
         threading.Event(),
     )
-    registry = ModelRegistry(tiny_models, detector="fcvae")
-    settings = StreamSettings(
-        model_path=tiny_models,
-        detector="fcvae",
-        trigger_available_now=True,
-        window_size=registry.window(),
-    )
-    query = build_query(spark, topics, settings, str(tmp_path / "checkpoint"), registry.check())
-    query.awaitTermination(timeout=300)
-    assert query.exception() is None
+    run_job_available_now(spark, topics, tiny_models, tmp_path / "checkpoint")
     stream = pd.DataFrame(_read_all(topics, topics.kafka_scored_topic))
     assert not stream.duplicated(["combo", "hour"]).any()
     missing = stream[stream["status"] == "missing"]

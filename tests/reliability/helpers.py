@@ -213,6 +213,26 @@ def stop_gracefully(proc: subprocess.Popen[bytes], timeout_s: float = 30) -> Non
     kill_group(proc)
 
 
+def run_job_available_now(spark: Any, kafka: KafkaSettings, models: Path, checkpoint: Path) -> None:
+    """The job's real query (``build_query``, FCVAE, available-now trigger) on what is on
+    ``kafka``'s input topic now, run to the end on the session's Spark."""
+    from app.registry import ModelRegistry
+    from app.streaming.job import build_query
+
+    registry = ModelRegistry(models, detector="fcvae")
+    known = registry.check()
+    settings = StreamSettings(
+        model_path=models,
+        detector="fcvae",
+        window_size=registry.window(),
+        trigger_available_now=True,
+    )
+    query = build_query(spark, kafka, settings, str(checkpoint), known)
+    assert query.awaitTermination(timeout=300), "the query did not finish"
+    assert query.exception() is None, query.exception()
+    assert not query.isActive
+
+
 #: Fields of a scored record that must be identical wherever and however often it is computed.
 SCORED_FIELDS = (
     "status",

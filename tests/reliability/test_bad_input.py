@@ -27,10 +27,19 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from app.config import KafkaSettings, StreamSettings
+from app.config import KafkaSettings
 from app.registry import ModelRegistry
 
-from .helpers import Message, count_at, fresh_topics, good, hour_iso, read_all, send
+from .helpers import (
+    Message,
+    count_at,
+    fresh_topics,
+    good,
+    hour_iso,
+    read_all,
+    run_job_available_now,
+    send,
+)
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration]
 
@@ -105,25 +114,6 @@ def _bad_cases_part1() -> list[tuple[Message, str]]:
     ]
 
 
-def _run(spark: Any, topics: KafkaSettings, models: Path, checkpoint: Path) -> None:
-    """The job's query on what is on the input topic now, to the end (available-now)."""
-    from app.streaming.job import build_query
-
-    registry = ModelRegistry(models, detector="fcvae")
-    known = registry.check()
-    stream_settings = StreamSettings(
-        model_path=models,
-        detector="fcvae",
-        window_size=registry.window(),
-        max_gap_hours=MAX_GAP,
-        trigger_available_now=True,
-    )
-    query = build_query(spark, topics, stream_settings, str(checkpoint), known)
-    assert query.awaitTermination(timeout=240), "the query did not finish"
-    assert query.exception() is None, query.exception()
-    assert not query.isActive
-
-
 def _match_dead_letters(
     dead: list[dict[str, Any]], bad: list[tuple[Message, str]], topic: str
 ) -> None:
@@ -154,7 +144,7 @@ def test_every_bad_message_is_dead_lettered_with_its_reason_and_no_good_hour_is_
     stream.extend(message for message, _ in bad1[len(valid) // 2 :])
     assert len(stream) == len(valid) + len(bad1)
     send(topics, topics.kafka_input_topic, stream)
-    _run(spark, topics, tiny_models, checkpoint)
+    run_job_available_now(spark, topics, tiny_models, checkpoint)
 
     # Part 2, after the state accepted A 0..29: the newest hour again (same and another
     # count: duplicate), an older hour and the hole at 15 (late), a gap of 8 > MAX_GAP
@@ -168,7 +158,7 @@ def test_every_bad_message_is_dead_lettered_with_its_reason_and_no_good_hour_is_
     ]
     valid2 = [good(A, i) for i in range(38, 63)] + [good(S, i) for i in range(30, 36)]
     send(topics, topics.kafka_input_topic, [m for m, _ in bad2[:4]] + valid2 + [bad2[4][0]])
-    _run(spark, topics, tiny_models, checkpoint)
+    run_job_available_now(spark, topics, tiny_models, checkpoint)
 
     # Scored topic: every good hour (and every hour of a gap) exactly once, right status.
     records = read_all(topics, topics.kafka_scored_topic)
@@ -269,7 +259,7 @@ def test_property_dead_letters_equal_bad_messages_and_good_hours_scored_once(
     for message, position in sorted(bad, key=lambda b: -b[1]):
         stream.insert(position, message)
     send(topics, topics.kafka_input_topic, stream)
-    _run(spark, topics, tiny_models, tmp_path_factory.mktemp("ckpt"))
+    run_job_available_now(spark, topics, tiny_models, tmp_path_factory.mktemp("ckpt"))
 
     records = read_all(topics, topics.kafka_scored_topic)
     dead = read_all(topics, topics.kafka_deadletter_topic)
