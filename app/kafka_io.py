@@ -96,6 +96,22 @@ def ensure_product_topics(settings: KafkaSettings) -> None:
     ensure_topics(settings, [settings.kafka_status_topic], 1)
 
 
+def create_topic_set(kafka: KafkaSettings, prefix: str, partitions: int) -> KafkaSettings:
+    """``kafka`` with its four topics renamed ``<prefix>-in``, ``-scored``, ``-dead`` and
+    ``-status`` (``partitions`` each, the status topic 1), created (tests, benchmarks)."""
+    settings = kafka.model_copy(
+        update={
+            "kafka_input_topic": f"{prefix}-in",
+            "kafka_scored_topic": f"{prefix}-scored",
+            "kafka_deadletter_topic": f"{prefix}-dead",
+            "kafka_status_topic": f"{prefix}-status",
+            "kafka_partitions": partitions,
+        }
+    )
+    ensure_product_topics(settings)
+    return settings
+
+
 def latest_record(settings: KafkaSettings, topic: str, timeout_ms: int = 5_000) -> bytes | None:
     """The value of the newest record of a one-partition topic, or None when it is empty."""
     from kafka import KafkaConsumer, TopicPartition

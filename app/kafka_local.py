@@ -94,6 +94,19 @@ class LocalKafkaBroker:
 
     settings: BrokerSettings
 
+    @classmethod
+    def on_free_ports(cls, data_dir: Path, heap: str = "512m") -> LocalKafkaBroker:
+        """A broker (not started) on two free localhost ports, with its data in ``data_dir``
+        (tests and benchmarks)."""
+        return cls(
+            BrokerSettings(
+                kafka_port=free_port(),
+                kafka_controller_port=free_port(),
+                kafka_data_dir=data_dir,
+                kafka_heap=heap,
+            )
+        )
+
     @property
     def bootstrap_servers(self) -> str:
         return f"{self.settings.kafka_host}:{self.settings.kafka_port}"

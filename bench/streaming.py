@@ -345,20 +345,11 @@ def run_scenario(
     spark: Any, kafka_base: Any, sc: Scenario, models: ModelSet, tmp: Path, quick: bool
 ) -> dict[str, Any]:
     from app.config import StreamSettings
-    from app.kafka_io import ensure_product_topics
+    from app.kafka_io import create_topic_set
 
     names = combo_names(sc.combos)
     prefix = f"bench-{sc.name}-{uuid.uuid4().hex[:6]}"
-    kafka = kafka_base.model_copy(
-        update={
-            "kafka_input_topic": f"{prefix}-in",
-            "kafka_scored_topic": f"{prefix}-scored",
-            "kafka_deadletter_topic": f"{prefix}-dead",
-            "kafka_status_topic": f"{prefix}-status",
-            "kafka_partitions": KAFKA_PARTITIONS,
-        }
-    )
-    ensure_product_topics(kafka)
+    kafka = create_topic_set(kafka_base, prefix, KAFKA_PARTITIONS)
     settings = StreamSettings(
         model_path=models.root,
         detector=models.detector,
@@ -482,7 +473,7 @@ def run_latency(
     rate: float = 100.0,
 ) -> dict[str, Any]:
     from app.config import StreamSettings
-    from app.kafka_io import ensure_product_topics
+    from app.kafka_io import create_topic_set
     from app.kafka_local import free_port
     from app.registry import ModelRegistry
     from app.streaming.job import build_query
@@ -494,16 +485,7 @@ def run_latency(
     known = registry.check()
     window = registry.window()
     prefix = f"bench-latency-{uuid.uuid4().hex[:6]}"
-    kafka = kafka_base.model_copy(
-        update={
-            "kafka_input_topic": f"{prefix}-in",
-            "kafka_scored_topic": f"{prefix}-scored",
-            "kafka_deadletter_topic": f"{prefix}-dead",
-            "kafka_status_topic": f"{prefix}-status",
-            "kafka_partitions": KAFKA_PARTITIONS,
-        }
-    )
-    ensure_product_topics(kafka)
+    kafka = create_topic_set(kafka_base, prefix, KAFKA_PARTITIONS)
     settings = StreamSettings(
         model_path=REPO_ROOT / "models",
         detector="ensemble",
@@ -784,8 +766,8 @@ def _classifier(dashboard: dict[str, int]) -> Callable[[int, str, list[int]], st
 
 
 def run(quick: bool = False) -> dict[str, Any]:
-    from app.config import BrokerSettings, KafkaSettings, SparkSettings
-    from app.kafka_local import LocalKafkaBroker, free_port
+    from app.config import KafkaSettings, SparkSettings
+    from app.kafka_local import LocalKafkaBroker
     from app.spark_session import build_spark_session
 
     out: dict[str, Any] = {
@@ -811,14 +793,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         RssSampler(_classifier(dashboard_holder)) as sampler,
     ):
         tmp = Path(tmp_name)
-        broker = LocalKafkaBroker(
-            BrokerSettings(
-                kafka_port=free_port(),
-                kafka_controller_port=free_port(),
-                kafka_data_dir=tmp / "kafka",
-                kafka_heap="512m",
-            )
-        )
+        broker = LocalKafkaBroker.on_free_ports(tmp / "kafka", heap="512m")
         t0 = time.perf_counter()
         broker.start()
         out["broker_start_s"] = round(time.perf_counter() - t0, 2)

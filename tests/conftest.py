@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from app.config import BrokerSettings, KafkaSettings, SparkSettings
-from app.kafka_local import LocalKafkaBroker, free_port
+from app.config import KafkaSettings, SparkSettings
+from app.kafka_local import LocalKafkaBroker
 
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
@@ -24,13 +24,7 @@ os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 @pytest.fixture(scope="session")
 def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafkaBroker]:
     """A real single-node KRaft broker on free localhost ports."""
-    settings = BrokerSettings(
-        kafka_port=free_port(),
-        kafka_controller_port=free_port(),
-        kafka_data_dir=tmp_path_factory.mktemp("kafka"),
-        kafka_heap="384m",
-    )
-    broker = LocalKafkaBroker(settings)
+    broker = LocalKafkaBroker.on_free_ports(tmp_path_factory.mktemp("kafka"), heap="384m")
     broker.start()
     try:
         yield broker

@@ -75,13 +75,7 @@ def test_port_in_use_gives_clear_error(kafka_broker: LocalKafkaBroker, tmp_path:
 
 def test_storage_formats_with_a_cluster_id_that_starts_with_a_dash(tmp_path: Path) -> None:
     """Random ids are URL-safe base64: 1 in 64 starts with "-" (once read as an option)."""
-    broker = LocalKafkaBroker(
-        BrokerSettings(
-            kafka_port=free_port(),
-            kafka_controller_port=free_port(),
-            kafka_data_dir=tmp_path / "kafka",
-        )
-    )
+    broker = LocalKafkaBroker.on_free_ports(tmp_path / "kafka")
     broker.format_storage(broker.write_config(), cluster_id="-dashFirstAbcdEfghIjklM")
     meta = (tmp_path / "kafka" / "data" / "meta.properties").read_text()
     assert "cluster.id=-dashFirstAbcdEfghIjklM" in meta

@@ -19,7 +19,7 @@ from kafka import KafkaConsumer, KafkaProducer
 
 from app.config import KafkaSettings, StreamSettings
 from app.data import load_counts
-from app.kafka_io import ensure_product_topics
+from app.kafka_io import create_topic_set
 from app.registry import ModelRegistry
 from app.scoring import score_frame
 from producer.producer import ProducerSettings, run
@@ -47,17 +47,7 @@ def _read_all(settings: KafkaSettings, topic: str) -> list[dict]:
 
 @pytest.fixture
 def topics(kafka_settings: KafkaSettings, topic_name: str) -> KafkaSettings:
-    settings = kafka_settings.model_copy(
-        update={
-            "kafka_input_topic": f"{topic_name}-in",
-            "kafka_scored_topic": f"{topic_name}-scored",
-            "kafka_deadletter_topic": f"{topic_name}-dead",
-            "kafka_status_topic": f"{topic_name}-status",
-            "kafka_partitions": 3,
-        }
-    )
-    ensure_product_topics(settings)
-    return settings
+    return create_topic_set(kafka_settings, topic_name, 3)
 
 
 def test_stream_equals_batch_scorer_and_dead_letters_bad_input(

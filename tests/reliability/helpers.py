@@ -21,7 +21,7 @@ from app import PROJECT_ROOT
 from app.config import KafkaSettings, SparkSettings, StreamSettings
 from app.contracts import format_hour
 from app.dashboard.settings import DashboardSettings
-from app.kafka_io import ensure_product_topics
+from app.kafka_io import create_topic_set
 from producer.producer import ProducerSettings
 
 #: Where the tests' streams start (any aligned hour between 2000 and now works).
@@ -32,18 +32,7 @@ Message = tuple[bytes | None, bytes | None]  # (key, value)
 
 def fresh_topics(kafka: KafkaSettings, partitions: int = 2) -> KafkaSettings:
     """``kafka`` with four new, created topics (input, scored, dead-letter, status)."""
-    name = f"rel-{uuid.uuid4().hex[:10]}"
-    settings = kafka.model_copy(
-        update={
-            "kafka_input_topic": f"{name}-in",
-            "kafka_scored_topic": f"{name}-scored",
-            "kafka_deadletter_topic": f"{name}-dead",
-            "kafka_status_topic": f"{name}-status",
-            "kafka_partitions": partitions,
-        }
-    )
-    ensure_product_topics(settings)
-    return settings
+    return create_topic_set(kafka, f"rel-{uuid.uuid4().hex[:10]}", partitions)
 
 
 def hour_iso(i: int, start: datetime = T0) -> str:

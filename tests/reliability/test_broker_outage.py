@@ -23,9 +23,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from app.config import BrokerSettings, KafkaSettings
+from app.config import KafkaSettings
 from app.contracts import format_hour
-from app.kafka_local import LocalKafkaBroker, free_port
+from app.kafka_local import LocalKafkaBroker
 from producer.producer import ProducerSettings, load_replay
 
 from .helpers import (
@@ -57,14 +57,7 @@ OUTAGE_S = 20
 
 @pytest.fixture
 def own_broker(tmp_path: Path):
-    broker = LocalKafkaBroker(
-        BrokerSettings(
-            kafka_port=free_port(),
-            kafka_controller_port=free_port(),
-            kafka_data_dir=tmp_path / "kafka",
-            kafka_heap="256m",
-        )
-    )
+    broker = LocalKafkaBroker.on_free_ports(tmp_path / "kafka", heap="256m")
     broker.start()
     try:
         yield broker
