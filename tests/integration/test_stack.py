@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -20,9 +18,8 @@ from typing import Any
 
 import pytest
 
-from app import PROJECT_ROOT
 from app.kafka_local import free_port, port_is_open
-from tests.reliability.helpers import kill_group, service_env, tail, wait_for
+from tests.reliability.helpers import kill_group, service_env, start, tail, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -54,16 +51,7 @@ def test_make_run_scores_the_demo_and_stops_cleanly(kafka_settings, tmp_path: Pa
         env.pop(name)  # the product's own topic names
     env.pop("KAFKA_STATUS_TOPIC")
     log = tmp_path / "stack.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "app.stack", "--fresh"],
-            env=env,
-            cwd=PROJECT_ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+    proc = start("app.stack", env, log, "--fresh")
     try:
 
         def scored() -> dict[str, Any] | None:
