@@ -71,32 +71,35 @@ class SystemConfig:
         return cls(**values)
 
     def as_args(self) -> argparse.Namespace:
-        """The same namespace the CLIs build, so the API and the CLIs share one code path."""
+        """The same namespace the CLIs build, so the API and the CLIs share one code path
+        (options the API does not name keep the CLI's defaults)."""
+        from app.train import build_parser
+
         return argparse.Namespace(
-            data_path=self.data_path,
-            time_col=self.time_col,
-            key_col=self.key_col,
-            value_col=self.value_col,
-            label_col=self.label_col,
-            split_col=self.split_col,
-            event_col=self.event_col,
-            freq=self.freq,
-            train_frac=self.train_frac,
-            val_frac=self.val_frac,
-            combos=self.combos,
-            epochs=self.epochs,
-            kl_warmup_epochs=None,
-            window=None,
-            clean_k=None,
-            log_transform=None,
-            tiny=self.tiny,
-            n_inject=12,
-            device="auto",
-            threads=self.threads,
-            seed=self.seed,
-            no_progress=True,
-            output_dir=self.model_dir,
-            detector="all" if set(self.detectors) == {"fcvae", "vaegan"} else self.detectors[0],
+            **{
+                **vars(build_parser().parse_args([])),
+                "data_path": self.data_path,
+                "time_col": self.time_col,
+                "key_col": self.key_col,
+                "value_col": self.value_col,
+                "label_col": self.label_col,
+                "split_col": self.split_col,
+                "event_col": self.event_col,
+                "freq": self.freq,
+                "train_frac": self.train_frac,
+                "val_frac": self.val_frac,
+                "combos": self.combos,
+                "epochs": self.epochs,
+                "tiny": self.tiny,
+                "device": "auto",
+                "threads": self.threads,
+                "seed": self.seed,
+                "no_progress": True,
+                "output_dir": self.model_dir,
+                "detector": "all"
+                if set(self.detectors) == {"fcvae", "vaegan"}
+                else self.detectors[0],
+            }
         )
 
 

@@ -165,6 +165,12 @@ def baseline_positions(
     return out
 
 
+def min_train_points(detector: Any) -> int:
+    """Observed training steps a detector needs: three windows of its network, plus the
+    history its windows hold beyond that (FCVAE's ``reference_weeks``)."""
+    return int(detector.window + 2 * detector.params.window)
+
+
 def train_detector(
     name: str,
     series: ComboSeries,
@@ -181,10 +187,13 @@ def train_detector(
     cls = detector_class(name)
     detector = cls(params, device=device) if params is not None else cls(device=device)
     n_train = int(np.isfinite(train).sum())
-    if n_train < 3 * detector.window:
+    need = min_train_points(detector)
+    extra = detector.window - detector.params.window
+    if n_train < need:
         raise DataError(
             f"series {series.combo!r} has {n_train} observed training points; at least "
-            f"{3 * detector.window} are needed (3 windows of {detector.window})"
+            f"{need} are needed (3 windows of {detector.params.window}"
+            + (f" plus {extra} hours of reference history)" if extra else ")")
         )
     report = detector.fit(
         train,

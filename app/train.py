@@ -27,11 +27,13 @@ from app.cli_common import (
     resolve_device,
 )
 from app.data import check_min_length
-from app.errors import AnomalyError
+from app.errors import AnomalyError, DataError
 from app.pipeline import (
     ComboSeries,
     calibrate_scores,
+    detector_class,
     detector_score_fn,
+    min_train_points,
     params_class,
     train_detector,
 )
@@ -91,11 +93,30 @@ def build_parser(
         "model's, 3)",
     )
     model.add_argument(
+        "--reference-weeks",
+        type=int,
+        default=None,
+        help="FCVAE: model each hour relative to the median of the same hour of the week "
+        "over this many previous weeks (windows grow by as many weeks); 0 turns it off "
+        "(default: model's, 4)",
+    )
+    model.add_argument(
         "--log-transform",
         action=argparse.BooleanOptionalAction,
         default=None,
         help="FCVAE: model log1p(counts), so that a -50%% dip weighs the same at night as at "
         "the daily peak (default: model's, on)",
+    )
+    model.add_argument(
+        "--set",
+        dest="overrides",
+        metavar="NAME=VALUE",
+        action="append",
+        default=[],
+        help="set any model parameter (repeatable), e.g. --set hidden_dim=200 --set "
+        "latent_dim=16; values are parsed as JSON where they can be (numbers, true/false, "
+        "null), else taken as text; a name the model does not have is an error listing "
+        "the ones it has",
     )
     model.add_argument(
         "--tiny",
@@ -113,14 +134,14 @@ def build_parser(
 
 
 def _params(name: str, args: argparse.Namespace, step_seconds: int = 3600) -> Any:
-    from app.pipeline import detector_class
-
     base = detector_class(name).tiny_params() if args.tiny else params_class(name)()
     update: dict[str, Any] = {}
     if "clean_k" in type(base).model_fields:
         update["clean_period"] = max(2, round(86_400 / step_seconds))  # steps per day
         if args.clean_k is not None:
             update["clean_k"] = args.clean_k or None
+    if args.reference_weeks is not None and "reference_weeks" in type(base).model_fields:
+        update["reference_weeks"] = args.reference_weeks
     if args.log_transform is not None and "log_transform" in type(base).model_fields:
         update["log_transform"] = args.log_transform
     if args.epochs is not None:
@@ -129,7 +150,43 @@ def _params(name: str, args: argparse.Namespace, step_seconds: int = 3600) -> An
         update["window"] = args.window
     if args.kl_warmup_epochs is not None and "kl_warmup_epochs" in type(base).model_fields:
         update["kl_warmup_epochs"] = args.kl_warmup_epochs
-    return base.model_copy(update=update)
+    update.update(parse_overrides(getattr(args, "overrides", []), type(base)))
+    # Validate the result (model_copy does not): a bad value fails here, naming the field.
+    try:
+        return type(base).model_validate({**base.model_dump(), **update})
+    except ValueError as exc:  # pydantic's ValidationError
+        raise DataError(f"invalid model parameters for {name}: {exc}") from exc
+
+
+def parse_overrides(items: list[str], params_type: Any) -> dict[str, Any]:
+    """``["hidden_dim=200", "mcmc_sample=false"]`` -> ``{"hidden_dim": 200, ...}``.
+
+    Values are JSON where they parse as JSON, else text; names must be fields of
+    ``params_type`` (a pydantic model).
+
+    Examples
+    --------
+    >>> from app.detectors.fcvae import FCVAEParams
+    >>> parse_overrides(["hidden_dim=200", "clean_k=null"], FCVAEParams)
+    {'hidden_dim': 200, 'clean_k': None}
+    """
+    out: dict[str, Any] = {}
+    fields = sorted(params_type.model_fields)
+    for item in items:
+        name, sep, raw = item.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or not name:
+            raise DataError(f"--set expects NAME=VALUE, got {item!r}")
+        if name not in fields:
+            raise DataError(
+                f"--set {name}: {params_type.__name__} has no such parameter; it has "
+                + ", ".join(fields)
+            )
+        try:
+            out[name] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[name] = raw
+    return out
 
 
 def save_training_curves(history: dict[str, list[float]], path: Path, title: str) -> None:
@@ -242,7 +299,7 @@ def write_ensemble(frame: Any, root: Path, args: argparse.Namespace) -> Path:
     import os
     import tempfile
 
-    from app.pipeline import detector_class, fit_ensemble
+    from app.pipeline import fit_ensemble
 
     combos = {}
     for combo in sorted(frame["combo"].unique()):
@@ -275,8 +332,8 @@ def run(args: argparse.Namespace, detectors: list[str], root_for: dict[str, Path
     combos = sorted(frame["combo"].unique())
     summary = []
     for name in detectors:
-        window = _params(name, args).window
-        check_min_length(frame, window=window, min_train_points=3 * window)
+        detector = detector_class(name)(_params(name, args))
+        check_min_length(frame, window=detector.window, min_train_points=min_train_points(detector))
         for combo in combos:
             series = ComboSeries.from_frame(frame, combo)
             summary.append(train_one(name, series, args, device, root_for[name]))

@@ -72,7 +72,7 @@ def score_unpadded(detector: Any, window: NDArray[np.float64], seed: int) -> flo
     from app.detectors.fcvae.loss import LOG_2PI
 
     p = detector.params
-    units = detector._normalise(window[None, :], "window")
+    units, _ = detector._window_units(window[None, :])  # cleaning and reference included
     x = np.where(np.isnan(units), 0.0, units).astype(np.float32)
     rounds = p.mcmc_rounds
     draws = (rounds + p.n_samples) * p.latent_dim

@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     frame = load_from_args(args)
-    columns = ["models", "log", "cleaning", "val P", "val R", "val F1"]
+    columns = ["models", "log", "reference", "cleaning", "val P", "val R", "val F1"]
     columns += ["test P", "test R", "test F1", "test AUPRC"]
     print("| " + " | ".join(columns) + " |")
     print("|" + "---|" * len(columns))
@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             te = t["event"]
             print(
                 f"| {root} | {'on' if first.log_transform else 'off'} | "
+                f"{f'{first.reference_weeks} weeks' if first.reference_weeks else 'off'} | "
                 f"{'off' if cleaning is None else f'k={cleaning:g}'} | "
                 f"{v['precision']:.3f} | {v['recall']:.3f} | {v['f1']:.3f} | "
                 f"{te['precision']:.3f} | {te['recall']:.3f} | {te['f1']:.3f} | "

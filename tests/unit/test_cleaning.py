@@ -1,4 +1,5 @@
-"""Seasonal window cleaning (``app.detectors.cleaning``) and its use in FCVAE scoring."""
+"""Seasonal window cleaning and profiles (``app.detectors.cleaning``) and their use in
+FCVAE scoring."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from app.detectors.cleaning import seasonal_clean
+from app.detectors.cleaning import lagged_median, seasonal_clean, seasonal_profile
 from app.detectors.fcvae import FCVAEDetector
 
 PERIOD = 24
@@ -87,3 +88,124 @@ def test_fcvae_scores_the_cleaned_window() -> None:
     cleaned = seasonal_clean(dirty[None, :], k=3.0, period=PERIOD)
     assert detector.score(dirty[None, :], seeds)[0] == off.score(cleaned, seeds)[0]
     assert detector.score(dirty[None, :], seeds)[0] != off.score(dirty[None, :], seeds)[0]
+
+
+def test_profile_is_the_past_median_of_each_time_of_day() -> None:
+    w = _weekly(n_days=7, seed=2)
+    profile = seasonal_profile(w[None, :], period=PERIOD)[0]
+    for hour in (0, 5, 23):
+        same = w[hour::PERIOD]
+        past = same[:-1] if hour == 23 else same  # the scored (last) value is left out
+        assert profile[hour] == pytest.approx(np.median(past))
+        np.testing.assert_array_equal(profile[hour::PERIOD], profile[hour])
+
+
+def test_the_scored_value_never_informs_its_profile() -> None:
+    w = _weekly(n_days=7, seed=4)
+    spiked = w.copy()
+    spiked[-1] = 1e6
+    np.testing.assert_array_equal(
+        seasonal_profile(w[None, :], period=PERIOD),
+        seasonal_profile(spiked[None, :], period=PERIOD),
+    )
+
+
+def test_profile_falls_back_to_the_level() -> None:
+    w = _weekly(n_days=7, seed=5)
+    w[PERIOD - 1 :: PERIOD] = np.nan  # the last point's time of day is missing in the past
+    w[-1] = 7.0
+    level = np.nanmedian(w[:-1])
+    assert seasonal_profile(w[None, :], period=PERIOD)[0, -1] == pytest.approx(level)
+    short = _weekly(n_days=1)  # shorter than min_periods: the level everywhere
+    np.testing.assert_allclose(
+        seasonal_profile(short[None, :], period=PERIOD)[0], np.median(short[:-1])
+    )
+    assert seasonal_profile(np.full((1, 48), np.nan), period=PERIOD).tolist() == [[0.0] * 48]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    arrays(
+        np.float64,
+        (3, 4 * 6 + 3),
+        elements=st.one_of(st.floats(0, 1e4), st.just(np.nan)),
+    )
+)
+def test_profile_row_by_row_and_finite(windows: np.ndarray) -> None:
+    out = seasonal_profile(windows, period=6)
+    assert out.shape == windows.shape and np.isfinite(out).all()
+    for i in range(len(windows)):
+        np.testing.assert_array_equal(seasonal_profile(windows[i : i + 1], period=6)[0], out[i])
+
+
+def test_lagged_median_uses_only_earlier_weeks() -> None:
+    series = np.arange(10.0)
+    ref = lagged_median(series, lag=3, count=2)
+    np.testing.assert_array_equal(ref[:3], np.nan)
+    assert ref[3] == 0.0 and ref[6] == 1.5 and ref[9] == 4.5  # median of (6, 3)
+    spiked = series.copy()
+    spiked[-1] = 1e9
+    np.testing.assert_array_equal(lagged_median(spiked, lag=3, count=2), ref)
+    gaps = series.copy()
+    gaps[3] = np.nan
+    assert lagged_median(gaps, lag=3, count=2)[6] == 0.0  # the missing week is left out
+    windows = np.stack([series, series + 1])
+    np.testing.assert_array_equal(lagged_median(windows, lag=3, count=2)[1], ref + 1)
+
+
+WEEK = 7 * PERIOD
+
+
+def _weeks(n_weeks: int, seed: int) -> np.ndarray:
+    """Hourly counts with a daily cycle and quieter weekends (a weekly shape)."""
+    rng = np.random.default_rng(seed)
+    hours = np.arange(n_weeks * WEEK)
+    weekend = (hours // PERIOD) % 7 >= 5
+    level = 500 * (1 + 0.6 * np.sin(2 * np.pi * hours / PERIOD)) * np.where(weekend, 0.5, 1.0)
+    return level * np.exp(rng.normal(0, 0.04, size=hours.size))
+
+
+@pytest.fixture(scope="module")
+def referenced() -> tuple[FCVAEDetector, np.ndarray]:
+    params = FCVAEDetector.tiny_params().model_copy(update={"reference_weeks": 2, "epochs": 4})
+    series = _weeks(10, seed=6)
+    detector = FCVAEDetector(params)
+    detector.fit(series[: 7 * WEEK], val=series[7 * WEEK :], seed=0, progress=False)
+    return detector, series
+
+
+def test_fcvae_reference_weeks_widen_the_window_and_follow_the_week(
+    referenced: tuple[FCVAEDetector, np.ndarray],
+) -> None:
+    detector, series = referenced
+    assert detector.window == 24 + 2 * WEEK
+    windows = np.lib.stride_tricks.sliding_window_view(series, detector.window)[-WEEK:]
+    seeds = np.arange(len(windows), dtype=np.int64)
+    details = detector.score_details(windows, seeds)
+    # The expectation follows the weekly shape (quiet weekends included) within a few %.
+    error = np.abs(np.log(details.expected / windows[:, -1]))
+    assert np.median(error) < 0.1
+    # A -50% dip on a weekday afternoon scores far above ordinary hours.
+    dipped = windows[100:101].copy()
+    dipped[0, -1] *= 0.5
+    ordinary = details.score
+    assert detector.score(dipped, seeds[100:101])[0] > np.quantile(ordinary, 0.99)
+
+
+def test_fcvae_reference_scores_stay_batch_independent_and_round_trip(
+    referenced: tuple[FCVAEDetector, np.ndarray], tmp_path
+) -> None:
+    detector, series = referenced
+    windows = np.lib.stride_tricks.sliding_window_view(series, detector.window)[::13]
+    windows = windows.copy()
+    windows[2, 50:60] = np.nan  # gaps, including in the reference weeks
+    windows[3, -1 - WEEK] = 0.0  # an outage exactly one week before the scored hour
+    seeds = np.arange(len(windows), dtype=np.int64)
+    details = detector.score_details(windows, seeds)
+    assert np.isfinite(details.score).all()
+    alone = [detector.score(windows[i : i + 1], seeds[i : i + 1])[0] for i in range(4)]
+    np.testing.assert_array_equal(alone, details.score[:4])
+    detector.save(tmp_path / "m")
+    loaded = FCVAEDetector.load(tmp_path / "m")
+    assert loaded.window == detector.window
+    np.testing.assert_array_equal(loaded.score_details(windows, seeds).score, details.score)

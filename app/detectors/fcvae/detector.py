@@ -13,11 +13,26 @@ same at night as at the daily peak; the band (``expected_low``/``expected_high``
 asymmetric in count units.  It raised validation event F1 from 0.83 to 0.89 on the demo
 data (TECHNICAL.md, "FCVAE choices"); artifacts keep the value they were trained with.
 
+Same-hour-of-week reference (``reference_weeks``)
+-------------------------------------------------
+With ``reference_weeks = K > 0`` each (transformed) hour is modelled as its deviation from
+the median of the same hour over the previous K weeks, and standardisation uses the
+training deviations.  A scored window then holds ``window + K`` weeks of hours
+(``FCVAEDetector.window``); the network still sees the last ``window`` hours.  Weekly
+shape (quiet weekends, weekend peaks at other hours) and the daily cycle are in the
+reference, so the network models what they leave: day-to-day level, short-range
+correlation and noise.  Where all K reference hours are missing, the window's own
+time-of-day median stands in.  Training deviations take their reference from whatever
+earlier weeks the training series has; validation follows training directly and takes
+its first weeks' reference from it.
+
 Scoring (DESIGN §5)
 -------------------
 First, with ``clean_k`` set (the default), past points of the window that lie far from their
 time-of-day median are replaced by it (``app.detectors.cleaning``): a past anomaly must not
-make the hours after it look anomalous.  The last point is never changed.
+make the hours after it look anomalous; with a reference, a past hour whose standardised
+deviation exceeds ``clean_k`` in size is set to 0 (its reference plus the training mean
+deviation).  The last point is never changed.
 For each window: the condition ``c`` is computed once (it never sees the last value); then
 ``mcmc_rounds`` times encode → sample ``z`` → decode and replace **only the last point** with
 the decoder mean (MCMC mode 2); then ``n_samples`` latents ``z_s ~ q(z | x_mcmc, c)`` are
@@ -71,7 +86,7 @@ from app.detectors.base import (
     resolve_device,
     validate_windows,
 )
-from app.detectors.cleaning import seasonal_clean
+from app.detectors.cleaning import lagged_median, seasonal_clean, seasonal_profile
 from app.detectors.fcvae.augment import augment_batch
 from app.detectors.fcvae.loss import LOG_2PI, cm_elbo, kl_weight_at
 from app.detectors.fcvae.network import FCVAENetwork
@@ -144,7 +159,17 @@ class FCVAEParams(BaseModel):
         "time-of-day median in the window is replaced by that median (None: off; see "
         "app.detectors.cleaning)",
     )
-    clean_period: int = Field(24, ge=2, description="steps per day, for the window cleaning")
+    clean_period: int = Field(
+        24, ge=2, description="steps per day (window cleaning; a week is 7 of these)"
+    )
+    reference_weeks: int = Field(
+        4,
+        ge=0,
+        le=52,
+        description="model each hour relative to the median of the same hour of the week "
+        "over this many previous weeks (0: off); windows then hold this many weeks more "
+        "than `window`, and cleaning works on the deviations from that reference",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> FCVAEParams:
@@ -252,6 +277,17 @@ class FCVAEDetector(NetworkDetector):
         self.fit_report_: FitReport | None = None
         self._net: FCVAENetwork | None = None
 
+    @property
+    def window(self) -> int:
+        """Hours a scored window holds: the network's ``params.window``, plus
+        ``reference_weeks`` weeks for the same-hour-of-week reference."""
+        p = self.params
+        return p.window + p.reference_weeks * self.week_steps
+
+    @property
+    def week_steps(self) -> int:
+        return 7 * self.params.clean_period
+
     @staticmethod
     def tiny_params() -> FCVAEParams:
         """A small, fast configuration for tests (trains in a few seconds on a CPU)."""
@@ -269,16 +305,26 @@ class FCVAEDetector(NetworkDetector):
             lr=3e-3,
             mcmc_rounds=3,
             n_samples=8,
+            reference_weeks=0,
         )
+
+    def _deviations(self, transformed: NDArray[np.float64]) -> NDArray[np.float64]:
+        """A transformed series minus its same-hour-of-week reference (NaN where none)."""
+        p = self.params
+        if not p.reference_weeks:
+            return transformed
+        reference = lagged_median(transformed, lag=self.week_steps, count=p.reference_weeks)
+        return transformed - reference
 
     def _train_windows(
         self, series: NDArray[np.float64], what: str, mean: float, std: float
     ) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
-        """All sliding windows with enough present hours: values (missing → 0) and mask."""
+        """All sliding windows of the network's length with enough present hours, from a
+        series already transformed (and referenced): values (missing → 0) and mask."""
         w = self.params.window
         if series.shape[0] < w:
             raise DataError(f"{what} has {series.shape[0]} hours; need at least window={w}")
-        units = (self._transform(series, what) - mean) / std
+        units = (series - mean) / std
         units = np.lib.stride_tricks.sliding_window_view(units, w)
         usable = ~np.isnan(units)
         keep = usable.mean(axis=1) >= self.params.min_observed_share
@@ -323,8 +369,9 @@ class FCVAEDetector(NetworkDetector):
         val
             Optional 1-D validation series (same grid rules). Its windows are cut within it
             (prepend the last ``W − 1`` training hours to validate on its first hours) and
-            scored without augmentation. Without it, all ``epochs`` run and the last weights
-            are kept.
+            scored without augmentation.  With ``reference_weeks``, ``val`` must follow
+            ``train`` directly: its first weeks take their reference from train.  Without
+            ``val``, all ``epochs`` run and the last weights are kept.
         seed
             Seeds weight initialisation, shuffling, augmentation, dropout and latent noise,
             through private generators (the global torch RNG is restored afterwards).
@@ -343,8 +390,16 @@ class FCVAEDetector(NetworkDetector):
         """
         started = time.perf_counter()
         p = self.params
-        train_arr = as_series(train, "train")
-        finite = self._transform(train_arr[~np.isnan(train_arr)], "train")
+        train_arr = self._transform(as_series(train, "train"), "train")
+        train_len = train_arr.shape[0]
+        val_arr = None if val is None else self._transform(as_series(val, "val"), "val")
+        if p.reference_weeks and val_arr is not None:
+            # val follows train: its first weeks take their reference from train's last.
+            both = self._deviations(np.concatenate([train_arr, val_arr]))
+            train_arr, val_arr = both[:train_len], both[train_len:]
+        else:
+            train_arr = self._deviations(train_arr)
+        finite = train_arr[~np.isnan(train_arr)]
         if finite.size < 2:
             raise DataError(f"train has {finite.size} present hours; need many more")
         mean, std = float(finite.mean()), float(finite.std())
@@ -355,12 +410,12 @@ class FCVAEDetector(NetworkDetector):
         if x_train.shape[0] < 2:
             raise DataError(
                 f"train gives {x_train.shape[0]} usable windows of {p.window} hours; need >= 2 "
-                f"(series length {train_arr.shape[0]}, min_observed_share {p.min_observed_share})"
+                f"(series length {train_len}, min_observed_share {p.min_observed_share})"
             )
         x_val: NDArray[np.float32] | None = None
         ok_val: NDArray[np.bool_] | None = None
-        if val is not None:
-            x_val, ok_val = self._train_windows(as_series(val, "val"), "val", mean, std)
+        if val_arr is not None:
+            x_val, ok_val = self._train_windows(val_arr, "val", mean, std)
             if x_val.shape[0] == 0:
                 raise DataError("val gives no usable window; pass a longer validation series")
 
@@ -563,15 +618,13 @@ class FCVAEDetector(NetworkDetector):
         """
         net = self.network
         p = self.params
-        arr, seed_arr = validate_windows(windows, seeds, p.window)
-        if p.clean_k is not None:
-            arr = seasonal_clean(arr, k=p.clean_k, period=p.clean_period)
+        arr, seed_arr = validate_windows(windows, seeds, self.window)
         n = arr.shape[0]
         if n == 0:
             empty = np.empty(0, dtype=np.float64)
             return ScoreDetails(empty, empty.copy(), empty.copy(), empty.copy(), empty.copy())
         try:
-            units = self._normalise(arr, "windows")
+            units, offset = self._window_units(arr)
         except DataError as exc:
             raise ContractError(str(exc)) from exc
         x = np.where(np.isnan(units), 0.0, units).astype(np.float32)
@@ -604,6 +657,7 @@ class FCVAEDetector(NetworkDetector):
         score = -log_density.mean(axis=1)
         centre = mu.mean(axis=1)
         spread = np.sqrt(var.mean(axis=1) + ((mu - centre[:, None]) ** 2).mean(axis=1))
+        centre = centre + offset  # the reference back in (model units of counts)
         k = p.band_sigmas
         assert self.std_ is not None
         if p.log_transform:
@@ -624,6 +678,38 @@ class FCVAEDetector(NetworkDetector):
             expected_low=low.astype(np.float64),
             expected_high=high.astype(np.float64),
         )
+
+    def _window_units(
+        self, arr: NDArray[np.float64]
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """``(n, self.window)`` raw windows → the network's ``(n, params.window)`` input
+        (NaN = missing) and, per window, the last hour's reference in model units (0
+        without ``reference_weeks``), so that ``units + offset`` is on the scale of
+        ``_to_counts``.
+
+        Without a reference, past outliers are cleaned against their time of day in the
+        window (``seasonal_clean``).  With one, each hour is its deviation from the median
+        of the same hour over the previous ``reference_weeks`` weeks (the window's daily
+        profile where all of those are missing), standardised with the training
+        deviations; a past hour beyond ``±clean_k`` is set to 0 (its reference plus the
+        training mean deviation): the scored hour is never changed.
+        """
+        p = self.params
+        assert self.mean_ is not None and self.std_ is not None
+        if not p.reference_weeks:
+            if p.clean_k is not None:
+                arr = seasonal_clean(arr, k=p.clean_k, period=p.clean_period)
+            return self._normalise(arr, "windows"), np.zeros(arr.shape[0])
+        transformed = self._transform(arr, "windows")
+        reference = lagged_median(transformed, lag=self.week_steps, count=p.reference_weeks)
+        reference = reference[:, -p.window :]
+        fallback = seasonal_profile(transformed, period=p.clean_period)[:, -p.window :]
+        reference = np.where(np.isnan(reference), fallback, reference)
+        units = (transformed[:, -p.window :] - reference - self.mean_) / self.std_
+        if p.clean_k is not None:
+            past = units[:, :-1]
+            units[:, :-1] = np.where(np.abs(past) > p.clean_k, 0.0, past)
+        return units, reference[:, -1] / self.std_
 
     # --- persistence --------------------------------------------------------------------------
 
@@ -654,7 +740,7 @@ class FCVAEDetector(NetworkDetector):
         try:
             raw_params = meta.get("params")
             if isinstance(raw_params, dict):  # artifacts from before window cleaning: off
-                raw_params = {"clean_k": None, **raw_params}
+                raw_params = {"clean_k": None, "reference_weeks": 0, **raw_params}
             params = FCVAEParams.model_validate(raw_params)
         except ValidationError as exc:
             raise ArtifactError(f"{directory}/{META_FILE} has invalid params: {exc}") from exc

@@ -1,0 +1,47 @@
+"""``python -m app.train --set NAME=VALUE``: any model parameter from the command line."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.errors import DataError
+from app.train import _params, build_parser
+
+
+def params_for(*argv: str, detector: str = "fcvae"):  # type: ignore[no-untyped-def]
+    return _params(detector, build_parser().parse_args(list(argv)))
+
+
+def test_set_overrides_any_field_with_json_values() -> None:
+    params = params_for(
+        "--set", "hidden_dim=200", "--set", "log_transform=false", "--set", "clean_k=null"
+    )
+    assert params.hidden_dim == 200 and params.log_transform is False
+    assert params.clean_k is None
+    assert params_for("--set", "latent-dim=4").latent_dim == 4  # dashes read as underscores
+
+
+def test_set_wins_over_defaults_but_named_options_still_apply() -> None:
+    params = params_for("--epochs", "3", "--set", "lr=0.01")
+    assert (params.epochs, params.lr) == (3, 0.01)
+    assert params_for("--set", "critic_weight=0.5", detector="vaegan").critic_weight == 0.5
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        ("nonsense=1", "has no such parameter; it has .*hidden_dim"),
+        ("hidden_dim", "expects NAME=VALUE"),
+        ("hidden_dim=-5", "(?s)invalid model parameters for fcvae.*hidden_dim"),
+        ("sub_window=1000", "(?s)invalid model parameters.*exceeds window"),
+    ],
+)
+def test_bad_overrides_say_what_is_wrong(item: str, message: str) -> None:
+    with pytest.raises(DataError, match=message):
+        params_for("--set", item)
+
+
+def test_reference_weeks_option() -> None:
+    assert params_for().reference_weeks == 4
+    assert params_for("--reference-weeks", "0").reference_weeks == 0
+    assert params_for("--tiny").reference_weeks == 0  # tiny models keep short windows
