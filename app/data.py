@@ -384,7 +384,7 @@ def events_from_labels(
 
 
 def check_min_length(
-    frame: pd.DataFrame, window: int, min_train_points: int, split: str = "train"
+    frame: pd.DataFrame, window: int, min_train_points: int, split: str = "train", hint: str = ""
 ) -> dict[str, int]:
     """Make sure every combo has enough observed steps in ``split`` to train on.
 
@@ -400,6 +400,8 @@ def check_min_length(
         Minimum number of observed training steps.
     split
         The split to count in (default ``train``).
+    hint
+        Appended to the error: what the user can change to need fewer steps.
 
     Returns
     -------
@@ -422,6 +424,7 @@ def check_min_length(
         raise DataError(
             f"series too short to train on: {listed} observed {split} steps; each needs at "
             f"least {need} (max of min_train_points={min_train_points} and window={window})"
+            + (f"; {hint}" if hint else "")
         )
     return counts
 

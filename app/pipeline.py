@@ -193,7 +193,11 @@ def train_detector(
         raise DataError(
             f"series {series.combo!r} has {n_train} observed training points; at least "
             f"{need} are needed (3 windows of {detector.params.window}"
-            + (f" plus {extra} hours of reference history)" if extra else ")")
+            + (
+                f" plus {extra} steps of reference; --reference-weeks 0 needs less)"
+                if extra
+                else ")"
+            )
         )
     report = detector.fit(
         train,

@@ -186,7 +186,7 @@ class ModelRegistry:
             combo=combo,
             detector=detector,
             version="+".join(versions),
-            window=max(int(fcvae.params.window), int(vaegan.window) if vaegan else 0),
+            window=max(int(fcvae.window), int(vaegan.window) if vaegan else 0),
             fcvae=fcvae,
             fcvae_meta=fcvae.meta,
             vaegan=vaegan,

@@ -79,7 +79,9 @@ def combine_bundle_scores(
 
     last = windows[:, -1]
     out: dict[str, Any] = {}
-    details = bundle.fcvae.score_details(windows, seeds)
+    details = bundle.fcvae.score_details(
+        np.ascontiguousarray(windows[:, -bundle.fcvae.window :]), seeds
+    )
     decision = bundle.fcvae_meta.get("decision", {})
     fcal = _calibrator(decision.get("calibrator"))
     out["fcvae_score"] = np.asarray(details.score, dtype=np.float64)

@@ -333,7 +333,16 @@ def run(args: argparse.Namespace, detectors: list[str], root_for: dict[str, Path
     summary = []
     for name in detectors:
         detector = detector_class(name)(_params(name, args))
-        check_min_length(frame, window=detector.window, min_train_points=min_train_points(detector))
+        extra = detector.window - detector.params.window
+        check_min_length(
+            frame,
+            window=detector.window,
+            min_train_points=min_train_points(detector),
+            hint=f"{name} windows hold {extra} steps of same-hour-of-week reference on top "
+            "of the network's window; --reference-weeks 0 (or fewer) needs less"
+            if extra
+            else "",
+        )
         for combo in combos:
             series = ComboSeries.from_frame(frame, combo)
             summary.append(train_one(name, series, args, device, root_for[name]))

@@ -47,7 +47,7 @@ class ProducerSettings(BaseSettings):
     combo: str | None = None
     message_delay_seconds: float = Field(default=1.0, ge=0)
     loop_data: bool = False
-    window_size: int = Field(default=168, ge=0)  # warm-up hours sent before the split
+    window_size: int = Field(default=840, ge=0)  # warm-up hours sent before the split
     wait_for_job: bool = True
     job_ready_timeout_s: float = Field(default=600.0, gt=0)
     time_column: str = "timestamp"

@@ -217,6 +217,8 @@ def test_too_short_series_names_the_combo(tmp_path: Path) -> None:
     assert "'long'" not in str(info.value)
     with pytest.raises(DataError, match=r"'tiny'.*at least 30"):
         check_min_length(df, window=30, min_train_points=5)
+    with pytest.raises(DataError, match=r"at least 30 .*; try fewer reference weeks$"):
+        check_min_length(df, window=30, min_train_points=5, hint="try fewer reference weeks")
     # missing steps do not count
     gappy = df.copy()
     gappy.loc[(gappy["combo"] == "long") & (gappy.index % 2 == 0), "missing"] = True
