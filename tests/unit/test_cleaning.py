@@ -16,6 +16,11 @@ from app.detectors.fcvae import FCVAEDetector
 
 PERIOD = 24
 
+#: Three windows of 4.5 "days" of 6 steps, counts with missing steps.
+WINDOWS_WITH_GAPS = arrays(
+    np.float64, (3, 4 * 6 + 3), elements=st.one_of(st.floats(0, 1e4), st.just(np.nan))
+)
+
 
 def _weekly(n_days: int = 7, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
@@ -57,13 +62,7 @@ def test_short_windows_are_returned_unchanged() -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(
-    arrays(
-        np.float64,
-        (3, 4 * 6 + 3),
-        elements=st.one_of(st.floats(0, 1e4), st.just(np.nan)),
-    )
-)
+@given(WINDOWS_WITH_GAPS)
 def test_row_by_row_nan_preserving_and_last_point_kept(windows: np.ndarray) -> None:
     out = seasonal_clean(windows, k=3, period=6)
     assert out.shape == windows.shape
@@ -124,18 +123,14 @@ def test_profile_falls_back_to_the_level() -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(
-    arrays(
-        np.float64,
-        (3, 4 * 6 + 3),
-        elements=st.one_of(st.floats(0, 1e4), st.just(np.nan)),
-    )
-)
-def test_profile_row_by_row_and_finite(windows: np.ndarray) -> None:
+@given(WINDOWS_WITH_GAPS)
+def test_profile_and_reference_work_row_by_row(windows: np.ndarray) -> None:
     out = seasonal_profile(windows, period=6)
     assert out.shape == windows.shape and np.isfinite(out).all()
+    ref = lagged_median(windows, lag=6, count=3)
     for i in range(len(windows)):
         np.testing.assert_array_equal(seasonal_profile(windows[i : i + 1], period=6)[0], out[i])
+        np.testing.assert_array_equal(lagged_median(windows[i], lag=6, count=3), ref[i])
 
 
 def test_lagged_median_uses_only_earlier_weeks() -> None:
