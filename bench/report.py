@@ -129,8 +129,9 @@ def _scoring(result: dict[str, Any]) -> list[str]:
     f = sc["fcvae"]
     lines = [
         f"Shipped models of `{sc['combo']}`, real windows from the demo CSV. "
-        f"FCVAE: W={f['window']}, N_SAMPLES={f['n_samples']}, {f['mcmc_rounds']} MCMC rounds, "
-        f"chunks of "
+        f"FCVAE: W={f['window']} + {f.get('reference_weeks', 0)} reference weeks (windows of "
+        f"{f.get('scored_window', f['window'])} hours), N_SAMPLES={f['n_samples']}, "
+        f"{f['mcmc_rounds']} MCMC rounds, chunks of "
         f"{f['score_chunk']} rows; ensemble = `ModelRegistry('models').bundle(combo).score` "
         f"(FCVAE + VAE+GAN W={sc['vaegan_window']} + calibration + decision). "
         "Scored hours per second (batch size ÷ fastest of ≥ 3 calls; the JSON also has the "

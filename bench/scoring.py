@@ -136,7 +136,7 @@ def profile_chunk(detector: Any, windows: NDArray[np.float64], seeds: NDArray[np
     detector.score_details(w, s)
     reps = 7
     x = torch.from_numpy(
-        np.nan_to_num(detector._normalise(w, "windows")).astype(np.float32)
+        np.nan_to_num(detector._window_units(w)[0]).astype(np.float32)
     ).contiguous()
     draws = (p.mcmc_rounds + p.n_samples) * p.latent_dim
     eps = torch.from_numpy(window_normals(s, draws)).view(
@@ -294,6 +294,8 @@ def run(quick: bool = False) -> dict[str, Any]:
         "combo": COMBO,
         "fcvae": {
             "window": p.window,
+            "reference_weeks": p.reference_weeks,
+            "scored_window": fcvae.window,
             "n_samples": p.n_samples,
             "mcmc_rounds": p.mcmc_rounds,
             "score_chunk": SCORE_CHUNK,

@@ -21,8 +21,8 @@ Synthetic combos need models: a temporary ``MODEL_PATH`` whose every combo direc
 symlink to one real artifact directory (``Accel_CMP``), plus an ``ensemble.json`` entry per
 combo. Two model sets are used (the results name them):
 
-* ``shipped``: the shipped ensemble (FCVAE W=168 + VAE+GAN W=24): 168 hours of warm-up per
-  combo, so used for 1 and 100 combos;
+* ``shipped``: the shipped ensemble (FCVAE W=168 + 4 reference weeks + VAE+GAN W=24): 839
+  hours of warm-up per combo, so used for 1 and 100 combos;
 * ``tiny_w24``: an FCVAE with the project's tiny test parameters and W=24, trained here on the
   fly (``python -m app.train --detector fcvae --tiny --window 24``) and used with
   ``DETECTOR=fcvae``, for 1, 100 and 10,000 combos (VAE+GAN-only bundles are not possible: the
@@ -499,7 +499,7 @@ def run_latency(
     first = now - timedelta(hours=window + warm_scored + per_combo + 2)
     feeder = Feeder(kafka, kafka.kafka_input_topic, combos, first)
     result: dict[str, Any] = {
-        "models": "shipped (ensemble: FCVAE W=168 + VAE+GAN W=24)",
+        "models": "shipped (ensemble: FCVAE W=168 + 4 reference weeks + VAE+GAN W=24)",
         "combos": combos,
         "rate_msgs_per_s": rate,
         "duration_s": duration,
@@ -885,7 +885,8 @@ def _model_sets(tmp: Path, quick: bool) -> dict[str, ModelSet]:
             shipped_root,
             "ensemble",
             shipped_reg.bundle(names[0]).window,
-            "shipped ensemble of Accel_CMP (FCVAE W=168, N_SAMPLES=16, 10 MCMC rounds + "
+            "shipped ensemble of Accel_CMP (FCVAE W=168 + 4 reference weeks, N_SAMPLES=16, "
+            "10 MCMC rounds + "
             "VAE+GAN W=24), symlinked under every synthetic combo name",
             shipped_reg.combos(),
         ),

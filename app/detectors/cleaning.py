@@ -61,8 +61,8 @@ def seasonal_clean(
     grid = np.concatenate([np.full((n, pad), np.nan), arr], axis=1).reshape(n, days, period)
     reference = grid.copy()
     reference[:, -1, -1] = np.nan  # the scored point never informs its own reference
-    median = _nanmedian_axis1(reference)
-    mad = _nanmedian_axis1(np.abs(reference - median[:, None, :]))
+    median = nanmedian_axis1(reference)
+    mad = nanmedian_axis1(np.abs(reference - median[:, None, :]))
     spread = np.maximum(MAD_TO_SIGMA * mad, rel_floor * np.abs(median) + 1.0)
     outlier = np.abs(grid - median[:, None, :]) > k * spread[:, None, :]
     outlier &= np.isfinite(median)[:, None, :]
@@ -118,7 +118,7 @@ def seasonal_profile(
         return np.repeat(level[:, None], width, axis=1)
     pad = days * period - width
     grid = np.concatenate([np.full((n, pad), np.nan), past], axis=1).reshape(n, days, period)
-    median = _nanmedian_axis1(grid)  # (n, period)
+    median = nanmedian_axis1(grid)  # (n, period)
     median = np.where(np.isfinite(median), median, level[:, None])
     profile = np.tile(median, (1, days))[:, pad:]
     return np.ascontiguousarray(profile)
@@ -144,10 +144,10 @@ def lagged_median(values: ArrayLike, *, lag: int, count: int) -> NDArray[np.floa
         if k * lag < width:
             shifted[..., k - 1, k * lag :] = arr[..., : width - k * lag]
     flat = shifted.reshape(-1, count, width)
-    return _nanmedian_axis1(flat).reshape(arr.shape)
+    return nanmedian_axis1(flat).reshape(arr.shape)
 
 
-def _nanmedian_axis1(values: NDArray[np.float64]) -> NDArray[np.float64]:
+def nanmedian_axis1(values: NDArray[np.float64]) -> NDArray[np.float64]:
     """``np.nanmedian(values, axis=1)`` for ``(n, d, p)`` arrays, NaN where a slice is all
     NaN, without warnings; several times faster for the few days of a window (sorting
     puts NaN last, then the middle of the finite values is picked)."""

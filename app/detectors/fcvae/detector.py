@@ -86,7 +86,12 @@ from app.detectors.base import (
     resolve_device,
     validate_windows,
 )
-from app.detectors.cleaning import lagged_median, seasonal_clean, seasonal_profile
+from app.detectors.cleaning import (
+    lagged_median,
+    nanmedian_axis1,
+    seasonal_clean,
+    seasonal_profile,
+)
 from app.detectors.fcvae.augment import augment_batch
 from app.detectors.fcvae.loss import LOG_2PI, cm_elbo, kl_weight_at
 from app.detectors.fcvae.network import FCVAENetwork
@@ -701,10 +706,22 @@ class FCVAEDetector(NetworkDetector):
                 arr = seasonal_clean(arr, k=p.clean_k, period=p.clean_period)
             return self._normalise(arr, "windows"), np.zeros(arr.shape[0])
         transformed = self._transform(arr, "windows")
-        reference = lagged_median(transformed, lag=self.week_steps, count=p.reference_weeks)
-        reference = reference[:, -p.window :]
-        fallback = seasonal_profile(transformed, period=p.clean_period)[:, -p.window :]
-        reference = np.where(np.isnan(reference), fallback, reference)
+        # lagged_median(transformed, ...)[:, -W:], computed for the network's hours only.
+        width, week = transformed.shape[1], self.week_steps
+        lags = np.stack(
+            [
+                transformed[:, width - p.window - k * week : width - k * week]
+                for k in range(1, p.reference_weeks + 1)
+            ],
+            axis=1,
+        )
+        reference = nanmedian_axis1(lags)
+        gaps = np.isnan(reference).any(axis=1)
+        if gaps.any():  # the window's time-of-day median where every reference hour is missing
+            fallback = seasonal_profile(transformed[gaps], period=p.clean_period)
+            reference[gaps] = np.where(
+                np.isnan(reference[gaps]), fallback[:, -p.window :], reference[gaps]
+            )
         units = (transformed[:, -p.window :] - reference - self.mean_) / self.std_
         if p.clean_k is not None:
             past = units[:, :-1]
