@@ -115,6 +115,12 @@ class SparkSettings(BaseSettings):
     checkpoint_location: Path = PROJECT_ROOT / ".run" / "checkpoints"
 
 
+#: Longest run of missing hours a combo's window bridges (as NaN, masked by the models);
+#: a longer gap resets the window and the combo warms up again (840 hours with the shipped
+#: FCVAE), so one day of outage is bridged.
+DEFAULT_MAX_GAP_HOURS = 24
+
+
 class StreamSettings(BaseSettings):
     """The streaming job: models, windows, limits of the input contract, triggers."""
 
@@ -123,7 +129,7 @@ class StreamSettings(BaseSettings):
     model_path: Path = PROJECT_ROOT / "models"
     detector: Literal["ensemble", "fcvae", "vaegan"] = "ensemble"
     window_size: int | None = Field(default=None, ge=2)  # None = the models' window
-    max_gap_hours: int = Field(default=6, ge=0)
+    max_gap_hours: int = Field(default=DEFAULT_MAX_GAP_HOURS, ge=0)
     n_samples: int | None = Field(default=None, ge=1)  # None = the value the model was trained with
     torch_threads: int = Field(default=1, ge=1)
     ship_models: bool | None = None  # None = when SPARK_MASTER is not local

@@ -22,6 +22,7 @@ import pandas as pd
 
 from app import PROJECT_ROOT
 from app.cli_common import add_data_arguments, load_from_args
+from app.config import DEFAULT_MAX_GAP_HOURS
 from app.errors import AnomalyError
 from app.evaluation import aggregate, evaluate_series, markdown_table
 from app.pipeline import ComboSeries, baseline_positions, calibrate_scores
@@ -59,7 +60,7 @@ def evaluate(
     *,
     detector: str = "ensemble",
     seed: int = 42,
-    max_gap: int = 6,
+    max_gap: int = DEFAULT_MAX_GAP_HOURS,
     n_inject: int = 12,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Metrics per detector (each alone, the ensemble when trained, the baseline)."""
@@ -243,7 +244,7 @@ def build_parser(prog: str = "python -m app.evaluate") -> argparse.ArgumentParse
     detailed.add_argument(
         "--max-gap-hours",
         type=int,
-        default=6,
+        default=DEFAULT_MAX_GAP_HOURS,
         help="longest gap bridged before a window resets (as MAX_GAP_HOURS)",
     )
     detailed.add_argument("--seed", type=int, default=42)

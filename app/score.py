@@ -18,6 +18,7 @@ from pathlib import Path
 
 from app import PROJECT_ROOT
 from app.cli_common import add_data_arguments, load_from_args
+from app.config import DEFAULT_MAX_GAP_HOURS
 from app.errors import AnomalyError
 from app.evaluate import model_root
 from app.registry import ModelRegistry
@@ -58,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--max-gap-hours",
         type=int,
-        default=6,
+        default=DEFAULT_MAX_GAP_HOURS,
         help="longest gap bridged before a window resets (as MAX_GAP_HOURS)",
     )
     parser.add_argument(

@@ -27,7 +27,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from app.config import KafkaSettings
+from app.config import DEFAULT_MAX_GAP_HOURS, KafkaSettings
 from app.registry import ModelRegistry
 
 from .helpers import (
@@ -45,7 +45,9 @@ pytestmark = [pytest.mark.reliability, pytest.mark.integration]
 
 A, S = "Accel_CMP", "Star_nopin"
 WINDOW = 24
-MAX_GAP = 6  # StreamSettings.max_gap_hours (default)
+MAX_GAP = DEFAULT_MAX_GAP_HOURS  # the job runs with the default
+RESUME = 30 + MAX_GAP + 2  # part 2: A resumes after a gap of MAX_GAP + 2 hours
+END = RESUME + WINDOW + 1  # ... and runs until two hours are scored again
 DUPLICATE = "duplicate hour: this combo already has a record for this hour"
 LATE = "late hour: older than the newest hour already accepted for this combo"
 MALFORMED = 'malformed JSON: expected an object like {"combo": ..., "hour": ..., "count": ...}'
@@ -147,8 +149,9 @@ def test_every_bad_message_is_dead_lettered_with_its_reason_and_no_good_hour_is_
     run_job_available_now(spark, topics, tiny_models, checkpoint)
 
     # Part 2, after the state accepted A 0..29: the newest hour again (same and another
-    # count: duplicate), an older hour and the hole at 15 (late), a gap of 8 > MAX_GAP
-    # hours (A resumes at 38: missing 30..37, window reset, warming up again until 61).
+    # count: duplicate), an older hour and the hole at 15 (late), a gap of MAX_GAP + 2
+    # hours (A resumes at RESUME: missing 30..RESUME-1, window reset, warming up again for
+    # WINDOW - 1 hours).
     bad2 = [
         (good(A, 29), DUPLICATE),
         (good(A, 29, count=999_999), DUPLICATE),
@@ -156,7 +159,7 @@ def test_every_bad_message_is_dead_lettered_with_its_reason_and_no_good_hour_is_
         (good(A, 15), LATE),
         ((b"Star_nopin", b"{not json"), MALFORMED),
     ]
-    valid2 = [good(A, i) for i in range(38, 63)] + [good(S, i) for i in range(30, 36)]
+    valid2 = [good(A, i) for i in range(RESUME, END)] + [good(S, i) for i in range(30, 36)]
     send(topics, topics.kafka_input_topic, [m for m, _ in bad2[:4]] + valid2 + [bad2[4][0]])
     run_job_available_now(spark, topics, tiny_models, checkpoint)
 
@@ -166,19 +169,19 @@ def test_every_bad_message_is_dead_lettered_with_its_reason_and_no_good_hour_is_
     assert max(keys.values()) == 1, [k for k, n in keys.items() if n > 1]
 
     def status_a(i: int) -> str:
-        if i == 15 or 30 <= i <= 37:
+        if i == 15 or 30 <= i < RESUME:
             return "missing"
-        if i < 23 or 38 <= i <= 60:
+        if i < WINDOW - 1 or RESUME <= i < RESUME + WINDOW - 1:
             return "warming_up"
         return "scored"
 
-    expected = {(A, hour_iso(i)): status_a(i) for i in range(63)}
+    expected = {(A, hour_iso(i)): status_a(i) for i in range(END)}
     expected |= {(S, hour_iso(i)): "warming_up" if i < 23 else "scored" for i in range(36)}
     assert {(r["combo"], r["hour"]): r["status"] for r in records} == expected
     by_key = {(r["combo"], r["hour"]): r for r in records}
     for (combo, hour), record in by_key.items():
         if record["status"] != "missing":
-            i = next(i for i in range(63) if hour_iso(i) == hour)
+            i = next(i for i in range(END) if hour_iso(i) == hour)
             assert record["count"] == count_at(combo, i), (combo, hour)  # first copy won
         if record["status"] == "scored":
             assert record["score"] is not None and record["threshold"] is not None

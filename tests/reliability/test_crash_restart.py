@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from app.config import KafkaSettings
+from app.config import DEFAULT_MAX_GAP_HOURS, KafkaSettings
 from app.contracts import format_hour
 from app.data import load_counts
 from app.registry import ModelRegistry
@@ -132,7 +132,7 @@ def test_kill_9_and_restart_loses_no_hour_and_rewrites_identically(
     frame = load_counts(ProducerSettings().data_path)
     frame = frame[frame["combo"].isin(COMBOS) & frame["timestamp"].between(hours[0], hours[-1])]
     registry = ModelRegistry(tiny_models, detector="fcvae")
-    batch = score_frame(frame, registry, window=WINDOW, max_gap_steps=6)
+    batch = score_frame(frame, registry, window=WINDOW, max_gap_steps=DEFAULT_MAX_GAP_HOURS)
     merged = stream.merge(batch, on=["combo", "hour"], suffixes=("_s", "_b"), how="outer")
     assert len(merged) == len(expected)
     assert (merged["status_s"] == merged["status_b"]).all()
