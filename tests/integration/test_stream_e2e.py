@@ -124,10 +124,20 @@ def test_stream_equals_batch_scorer_and_dead_letters_bad_input(
     assert all(d["source_topic"] == topics.kafka_input_topic for d in dead)
 
     # 4. The batch scorer on the same hours gives the same records, digit for digit.
+    assert_equals_batch_scorer(stream, registry, settings, min_scored=50)
+    assert (stream.loc[stream["status"] == "scored", "threshold"].notna()).all()
+    assert set(stream["status"]) <= {"scored", "warming_up", "missing"}
+
+
+def assert_equals_batch_scorer(
+    stream: pd.DataFrame, registry: ModelRegistry, settings: StreamSettings, min_scored: int
+) -> None:
+    """The stream's records equal ``score_frame``'s on the same hours, digit for digit."""
     frame = load_counts(ProducerSettings().data_path)
-    stream["timestamp"] = pd.to_datetime(stream["hour"], utc=True)
+    stream = stream.assign(timestamp=pd.to_datetime(stream["hour"], utc=True))
     first, last = stream["timestamp"].min(), stream["timestamp"].max()
-    frame = frame[frame["combo"].isin(COMBOS) & frame["timestamp"].between(first, last)]
+    combos = sorted(stream["combo"].unique())
+    frame = frame[frame["combo"].isin(combos) & frame["timestamp"].between(first, last)]
     batch = score_frame(
         frame, registry, window=settings.window_size, max_gap_steps=settings.max_gap_hours
     )
@@ -138,16 +148,48 @@ def test_stream_equals_batch_scorer_and_dead_letters_bad_input(
     assert (merged["_merge"] == "both").all()
     assert (merged["status_s"] == merged["status_b"]).all()
     scored = merged[merged["status_s"] == "scored"]
-    assert len(scored) > 50
-    np.testing.assert_array_equal(
-        scored["score_s"].to_numpy(float), scored["score_b"].to_numpy(float)
-    )
-    np.testing.assert_array_equal(
-        scored["fcvae_score_s"].to_numpy(float), scored["fcvae_score_b"].to_numpy(float)
-    )
+    assert len(scored) > min_scored
+    for column in ("score", "fcvae_score", "expected"):
+        np.testing.assert_array_equal(
+            scored[f"{column}_s"].to_numpy(float), scored[f"{column}_b"].to_numpy(float)
+        )
     assert (scored["is_anomaly_s"] == scored["is_anomaly_b"]).all()
-    assert (stream.loc[stream["status"] == "scored", "threshold"].notna()).all()
-    assert set(stream["status"]) <= {"scored", "warming_up", "missing"}
+
+
+def test_stream_equals_batch_with_a_same_hour_of_week_reference(
+    spark, topics: KafkaSettings, tmp_path: Path
+) -> None:
+    """A model whose windows hold reference weeks (the shipped kind, here 1 week + 24 h):
+    the stream keeps the longer state, and its scores still equal the batch scorer's."""
+    from app.train import main as train_main
+
+    models = tmp_path / "models"
+    code = train_main(
+        [
+            *("--detector", "fcvae", "--tiny", "--reference-weeks", "1", "--epochs", "2"),
+            *("--combos", "Accel_CMP", "--no-progress", "--output-dir", str(models)),
+        ]
+    )
+    assert code == 0
+    registry = ModelRegistry(models, detector="fcvae")
+    assert registry.window() == 24 + 168
+    sent = run(
+        ProducerSettings(
+            combo="Accel_CMP",
+            message_delay_seconds=0,
+            wait_for_job=False,
+            max_hours=registry.window() + 40,
+            window_size=registry.window(),
+        ),
+        topics,
+        threading.Event(),
+    )
+    run_job_available_now(spark, topics, models, tmp_path / "checkpoint")
+    stream = pd.DataFrame(_read_all(topics, topics.kafka_scored_topic))
+    assert not stream.duplicated(["combo", "hour"]).any()
+    assert len(stream[stream["status"] != "missing"]) == sent
+    settings = StreamSettings(model_path=models, detector="fcvae", window_size=registry.window())
+    assert_equals_batch_scorer(stream, registry, settings, min_scored=30)
 
 
 def test_long_replay_with_gaps_and_no_bad_input(
