@@ -171,6 +171,17 @@ def min_train_points(detector: Any) -> int:
     return int(detector.window + 2 * detector.params.window)
 
 
+def reference_hint(detector: Any) -> str:
+    """For a too-short-series error: what the reference history adds ('' when none)."""
+    extra = int(detector.window - detector.params.window)
+    if not extra:
+        return ""
+    return (
+        f"its windows also hold {extra} steps of same-hour-of-week reference; "
+        "--reference-weeks 0 (or fewer weeks) needs less"
+    )
+
+
 def train_detector(
     name: str,
     series: ComboSeries,
@@ -188,16 +199,12 @@ def train_detector(
     detector = cls(params, device=device) if params is not None else cls(device=device)
     n_train = int(np.isfinite(train).sum())
     need = min_train_points(detector)
-    extra = detector.window - detector.params.window
     if n_train < need:
+        hint = reference_hint(detector)
         raise DataError(
             f"series {series.combo!r} has {n_train} observed training points; at least "
-            f"{need} are needed (3 windows of {detector.params.window}"
-            + (
-                f" plus {extra} steps of reference; --reference-weeks 0 needs less)"
-                if extra
-                else ")"
-            )
+            f"{need} are needed (3 windows of {detector.params.window})"
+            + (f"; {hint}" if hint else "")
         )
     report = detector.fit(
         train,

@@ -35,6 +35,7 @@ from app.pipeline import (
     detector_score_fn,
     min_train_points,
     params_class,
+    reference_hint,
     train_detector,
 )
 
@@ -331,17 +332,16 @@ def run(args: argparse.Namespace, detectors: list[str], root_for: dict[str, Path
     frame = load_from_args(args)
     combos = sorted(frame["combo"].unique())
     summary = []
+    # Every series shares the grid's step; the params (a day of steps, hence the reference
+    # weeks' length) depend on it, as in train_one.
+    step_seconds = ComboSeries.from_frame(frame, combos[0]).step_seconds if combos else 3600
     for name in detectors:
-        detector = detector_class(name)(_params(name, args))
-        extra = detector.window - detector.params.window
+        detector = detector_class(name)(_params(name, args, step_seconds))
         check_min_length(
             frame,
             window=detector.window,
             min_train_points=min_train_points(detector),
-            hint=f"{name} windows hold {extra} steps of same-hour-of-week reference on top "
-            "of the network's window; --reference-weeks 0 (or fewer) needs less"
-            if extra
-            else "",
+            hint=reference_hint(detector),
         )
         for combo in combos:
             series = ComboSeries.from_frame(frame, combo)

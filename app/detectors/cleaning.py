@@ -71,16 +71,14 @@ def seasonal_clean(
     return np.ascontiguousarray(cleaned.reshape(n, days * period)[:, pad:])
 
 
-def seasonal_profile(
-    windows: ArrayLike, *, period: int, min_periods: int = 2
-) -> NDArray[np.float64]:
+def seasonal_profile(windows: ArrayLike, *, period: int) -> NDArray[np.float64]:
     """Each window's typical value at every step's time of day, from its past steps only.
 
     The profile at a step is the median of the window's past values (every step but the
     scored last one) at the same time of day; where a time of day has no present past
-    value, or the window is shorter than ``min_periods`` periods, it is the median of all
-    the window's past values (0 when there is none).  Subtracting it leaves what the
-    daily cycle does not explain (FCVAE's ``seasonal_residual``); the scored value never
+    value, or the window is shorter than two periods, it is the median of all the
+    window's past values (0 when there is none).  FCVAE uses it as the reference of the
+    hours whose same-hour-of-week reference is missing altogether; the scored value never
     informs its own profile, so an anomaly there stays whole.
 
     Parameters
@@ -88,9 +86,7 @@ def seasonal_profile(
     windows
         ``(n, W)`` values (any units), oldest first; NaN = missing.
     period
-        Steps per season (24 for a daily cycle of hourly data, 168 for a weekly one).
-    min_periods
-        Shorter windows get the level (median of all past values) as their profile.
+        Steps per day (24 for hourly data).
 
     Returns
     -------
@@ -107,14 +103,9 @@ def seasonal_profile(
     n, width = arr.shape
     past = arr.copy()
     past[:, -1] = np.nan
-    ordered = np.sort(past, axis=1)
-    count = np.isfinite(ordered).sum(axis=1)
-    idx_low = np.clip((count - 1) // 2, 0, width - 1)
-    idx_high = np.clip(count // 2, 0, width - 1)
-    rows = np.arange(n)
-    level = np.where(count > 0, (ordered[rows, idx_low] + ordered[rows, idx_high]) / 2.0, 0.0)
+    level = np.nan_to_num(nanmedian_axis1(past[:, :, None])[:, 0], nan=0.0)
     days = -(-width // period)
-    if days < min_periods or n == 0:
+    if days < 2 or n == 0:
         return np.repeat(level[:, None], width, axis=1)
     pad = days * period - width
     grid = np.concatenate([np.full((n, pad), np.nan), past], axis=1).reshape(n, days, period)
@@ -124,27 +115,36 @@ def seasonal_profile(
     return np.ascontiguousarray(profile)
 
 
-def lagged_median(values: ArrayLike, *, lag: int, count: int) -> NDArray[np.float64]:
+def lagged_median(
+    values: ArrayLike, *, lag: int, count: int, last: int | None = None
+) -> NDArray[np.float64]:
     """At every step, the median of the values ``lag``, ``2·lag`` … ``count·lag`` steps
     earlier (the same hour of the week, with ``lag`` one week of steps).
 
     Works along the last axis of a series ``(T,)`` or of windows ``(n, T)``; missing values
     and steps before the start are left out of the median, which is NaN where none is
-    left.  Only earlier steps are used, so a value never informs its own reference.
+    left.  Only earlier steps are used, so a value never informs its own reference.  With
+    ``last``, only the last ``last`` steps get a median (the result's last axis has that
+    length): the same values, without the work for the rest.
 
     Examples
     --------
     >>> lagged_median([1.0, 2.0, 3.0, 5.0, 8.0, 99.0], lag=2, count=2).tolist()
     [nan, nan, 1.0, 2.0, 2.0, 3.5]
+    >>> lagged_median([1.0, 2.0, 3.0, 5.0, 8.0, 99.0], lag=2, count=2, last=2).tolist()
+    [2.0, 3.5]
     """
     arr = np.array(values, dtype=np.float64, ndmin=1)
     width = arr.shape[-1]
-    shifted = np.full((*arr.shape[:-1], count, width), np.nan)
+    size = width if last is None else min(last, width)
+    start = width - size  # first step that gets a median
+    shifted = np.full((*arr.shape[:-1], count, size), np.nan)
     for k in range(1, count + 1):
-        if k * lag < width:
-            shifted[..., k - 1, k * lag :] = arr[..., : width - k * lag]
-    flat = shifted.reshape(-1, count, width)
-    return nanmedian_axis1(flat).reshape(arr.shape)
+        first = max(start - k * lag, 0)  # earliest source step that exists
+        if first < width - k * lag:
+            shifted[..., k - 1, first + k * lag - start :] = arr[..., first : width - k * lag]
+    flat = shifted.reshape(-1, count, size)
+    return nanmedian_axis1(flat).reshape((*arr.shape[:-1], size))
 
 
 def nanmedian_axis1(values: NDArray[np.float64]) -> NDArray[np.float64]:

@@ -128,6 +128,10 @@ def test_profile_and_reference_work_row_by_row(windows: np.ndarray) -> None:
     out = seasonal_profile(windows, period=6)
     assert out.shape == windows.shape and np.isfinite(out).all()
     ref = lagged_median(windows, lag=6, count=3)
+    for last in (1, 5, windows.shape[1]):  # only the last steps: the same values
+        np.testing.assert_array_equal(
+            lagged_median(windows, lag=6, count=3, last=last), ref[:, -last:]
+        )
     for i in range(len(windows)):
         np.testing.assert_array_equal(seasonal_profile(windows[i : i + 1], period=6)[0], out[i])
         np.testing.assert_array_equal(lagged_median(windows[i], lag=6, count=3), ref[i])

@@ -45,3 +45,11 @@ def test_reference_weeks_option() -> None:
     assert params_for().reference_weeks == 4
     assert params_for("--reference-weeks", "0").reference_weeks == 0
     assert params_for("--tiny").reference_weeks == 0  # tiny models keep short windows
+
+
+def test_reference_weeks_count_in_steps_of_the_data() -> None:
+    from app.pipeline import detector_class
+
+    half_hourly = _params("fcvae", build_parser().parse_args([]), step_seconds=1800)
+    assert half_hourly.clean_period == 48  # a day of 30-minute steps
+    assert detector_class("fcvae")(half_hourly).window == 168 + 4 * 7 * 48

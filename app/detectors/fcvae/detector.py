@@ -86,12 +86,7 @@ from app.detectors.base import (
     resolve_device,
     validate_windows,
 )
-from app.detectors.cleaning import (
-    lagged_median,
-    nanmedian_axis1,
-    seasonal_clean,
-    seasonal_profile,
-)
+from app.detectors.cleaning import lagged_median, seasonal_clean, seasonal_profile
 from app.detectors.fcvae.augment import augment_batch
 from app.detectors.fcvae.loss import LOG_2PI, cm_elbo, kl_weight_at
 from app.detectors.fcvae.network import FCVAENetwork
@@ -706,16 +701,9 @@ class FCVAEDetector(NetworkDetector):
                 arr = seasonal_clean(arr, k=p.clean_k, period=p.clean_period)
             return self._normalise(arr, "windows"), np.zeros(arr.shape[0])
         transformed = self._transform(arr, "windows")
-        # lagged_median(transformed, ...)[:, -W:], computed for the network's hours only.
-        width, week = transformed.shape[1], self.week_steps
-        lags = np.stack(
-            [
-                transformed[:, width - p.window - k * week : width - k * week]
-                for k in range(1, p.reference_weeks + 1)
-            ],
-            axis=1,
+        reference = lagged_median(
+            transformed, lag=self.week_steps, count=p.reference_weeks, last=p.window
         )
-        reference = nanmedian_axis1(lags)
         gaps = np.isnan(reference).any(axis=1)
         if gaps.any():  # the window's time-of-day median where every reference hour is missing
             fallback = seasonal_profile(transformed[gaps], period=p.clean_period)
@@ -756,7 +744,7 @@ class FCVAEDetector(NetworkDetector):
         meta, state_dicts = read_artifact(Path(directory), cls.name, device=device)
         try:
             raw_params = meta.get("params")
-            if isinstance(raw_params, dict):  # artifacts from before window cleaning: off
+            if isinstance(raw_params, dict):  # older artifacts: no cleaning, no reference
                 raw_params = {"clean_k": None, "reference_weeks": 0, **raw_params}
             params = FCVAEParams.model_validate(raw_params)
         except ValidationError as exc:
