@@ -19,7 +19,6 @@ import os
 import shutil
 import socket
 import subprocess
-import threading
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,13 +29,13 @@ import pytest
 
 from app.config import KafkaSettings
 from app.kafka_io import ensure_product_topics
-from producer.producer import ProducerSettings, run
 from tests.reliability.helpers import (
     SCORED_FIELDS,
     fresh_topics,
     job_env,
     kill_group,
     read_all,
+    replay,
     run_job_available_now,
     send,
     start,
@@ -147,20 +146,7 @@ def test_cluster_mode_scores_exactly_as_local_mode(
 ) -> None:
     # 1. One input topic with three partitions, filled by the real producer, plus a bad record.
     cluster = fresh_topics(kafka_settings, partitions=3)
-    sent = sum(
-        run(
-            ProducerSettings(
-                combo=combo,
-                message_delay_seconds=0,
-                wait_for_job=False,
-                max_hours=HOURS,
-                window_size=24,
-            ),
-            cluster,
-            threading.Event(),
-        )
-        for combo in COMBOS
-    )
+    sent = sum(replay(cluster, combo, HOURS, warmup=24) for combo in COMBOS)
     send(cluster, cluster.kafka_input_topic, [(b"Accel_CMP", b"{not json")])
 
     # 2. The job's entry point on the standalone cluster; the models live in a directory the

@@ -9,40 +9,24 @@ while the hours around them are scored.
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from kafka import KafkaConsumer, KafkaProducer
 
 from app.config import KafkaSettings, StreamSettings
 from app.data import load_counts
 from app.kafka_io import create_topic_set
 from app.registry import ModelRegistry
 from app.scoring import score_frame
-from producer.producer import ProducerSettings, run
-from tests.reliability.helpers import run_job_available_now
+from producer.producer import ProducerSettings
+from tests.reliability.helpers import read_all, replay, run_job_available_now, send
 
 pytestmark = pytest.mark.integration
 
 COMBOS = ["Accel_CMP", "Star_nopin"]
 HOURS = 60  # per combo: 24 warm-up + 36 of the test split
-
-
-def _read_all(settings: KafkaSettings, topic: str) -> list[dict]:
-    consumer = KafkaConsumer(
-        topic,
-        **settings.client_options(),
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        consumer_timeout_ms=4_000,
-    )
-    try:
-        return [json.loads(m.value) for m in consumer]
-    finally:
-        consumer.close()
 
 
 @pytest.fixture
@@ -56,16 +40,7 @@ def test_stream_equals_batch_scorer_and_dead_letters_bad_input(
     from app.streaming.job import build_query
 
     # 1. The real producer sends the split (with its warm-up prefix) for two combos.
-    sent = 0
-    for combo in COMBOS:
-        producer_settings = ProducerSettings(
-            combo=combo,
-            message_delay_seconds=0,
-            wait_for_job=False,
-            max_hours=HOURS,
-            window_size=24,
-        )
-        sent += run(producer_settings, topics, threading.Event())
+    sent = sum(replay(topics, combo, HOURS, warmup=24) for combo in COMBOS)
     assert sent > 0
     # 2. Malformed and out-of-contract messages in between.
     bad = [
@@ -88,11 +63,7 @@ def test_stream_equals_batch_scorer_and_dead_letters_bad_input(
         ),
         (b"Star_nopin", b"\xff\xfe\x00garbage"),
     ]
-    producer = KafkaProducer(**topics.client_options(), acks="all")
-    for key, value in bad:
-        producer.send(topics.kafka_input_topic, key=key, value=value)
-    producer.flush()
-    producer.close()
+    send(topics, topics.kafka_input_topic, bad)
 
     # 3. The job, as the entry point builds it, run until the topic is drained.
     registry = ModelRegistry(tiny_models, detector="fcvae")
@@ -107,8 +78,8 @@ def test_stream_equals_batch_scorer_and_dead_letters_bad_input(
     query.awaitTermination(timeout=300)
     assert query.exception() is None
 
-    stream = pd.DataFrame(_read_all(topics, topics.kafka_scored_topic))
-    dead = _read_all(topics, topics.kafka_deadletter_topic)
+    stream = pd.DataFrame(read_all(topics, topics.kafka_scored_topic))
+    dead = read_all(topics, topics.kafka_deadletter_topic)
 
     # Every hour exactly once.
     assert not stream.duplicated(["combo", "hour"]).any()
@@ -173,19 +144,9 @@ def test_stream_equals_batch_with_a_same_hour_of_week_reference(
     assert code == 0
     registry = ModelRegistry(models, detector="fcvae")
     assert registry.window() == 24 + 168
-    sent = run(
-        ProducerSettings(
-            combo="Accel_CMP",
-            message_delay_seconds=0,
-            wait_for_job=False,
-            max_hours=registry.window() + 40,
-            window_size=registry.window(),
-        ),
-        topics,
-        threading.Event(),
-    )
+    sent = replay(topics, "Accel_CMP", registry.window() + 40, warmup=registry.window())
     run_job_available_now(spark, topics, models, tmp_path / "checkpoint")
-    stream = pd.DataFrame(_read_all(topics, topics.kafka_scored_topic))
+    stream = pd.DataFrame(read_all(topics, topics.kafka_scored_topic))
     assert not stream.duplicated(["combo", "hour"]).any()
     assert len(stream[stream["status"] != "missing"]) == sent
     settings = StreamSettings(model_path=models, detector="fcvae", window_size=registry.window())
@@ -199,21 +160,11 @@ def test_long_replay_with_gaps_and_no_bad_input(
     what `make run`'s first batch looks like (it once failed in the Arrow conversion while
     every smaller test passed)."""
     hours = 300
-    sent = run(
-        ProducerSettings(
-            combo="Accel_CMP",
-            message_delay_seconds=0,
-            wait_for_job=False,
-            max_hours=hours,
-            window_size=24,
-        ),
-        topics,
-        threading.Event(),
-    )
+    sent = replay(topics, "Accel_CMP", hours, warmup=24)
     run_job_available_now(spark, topics, tiny_models, tmp_path / "checkpoint")
-    stream = pd.DataFrame(_read_all(topics, topics.kafka_scored_topic))
+    stream = pd.DataFrame(read_all(topics, topics.kafka_scored_topic))
     assert not stream.duplicated(["combo", "hour"]).any()
     missing = stream[stream["status"] == "missing"]
     assert len(missing) >= 1  # the demo data has gaps in this span
     assert len(stream) == sent + len(missing)
-    assert _read_all(topics, topics.kafka_deadletter_topic) == []
+    assert read_all(topics, topics.kafka_deadletter_topic) == []

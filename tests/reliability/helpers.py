@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -22,7 +23,7 @@ from app.config import KafkaSettings, SparkSettings, StreamSettings
 from app.contracts import format_hour
 from app.dashboard.settings import DashboardSettings
 from app.kafka_io import create_topic_set
-from producer.producer import ProducerSettings
+from producer.producer import ProducerSettings, run
 
 #: Where the tests' streams start (any aligned hour between 2000 and now works).
 T0 = datetime(2025, 5, 12, 0, tzinfo=UTC)
@@ -71,6 +72,19 @@ def send(kafka: KafkaSettings, topic: str, messages: Iterable[Message]) -> int:
     finally:
         producer.close(timeout=10)
     return n
+
+
+def replay(kafka: KafkaSettings, combo: str, hours: int, warmup: int) -> int:
+    """The real producer, all at once (no delay, no wait for a job): ``warmup`` hours before
+    the demo CSV's test split and then ``hours`` of it, for ``combo``; messages sent."""
+    settings = ProducerSettings(
+        combo=combo,
+        message_delay_seconds=0,
+        wait_for_job=False,
+        max_hours=hours,
+        window_size=warmup,
+    )
+    return run(settings, kafka, threading.Event())
 
 
 def read_all(kafka: KafkaSettings, topic: str, idle_ms: int = 2_000) -> list[dict[str, Any]]:
