@@ -24,7 +24,9 @@ window's output does not depend on the other windows in its batch. ``softplus`` 
 from ``exp``/``log1p`` because torch's fused softplus kernel can give a different last bit for
 the same input depending on where it sits in the tensor (vectorised body vs scalar tail; found
 while testing bitwise batch independence). The attention softmax is written out
-(``row_softmax``): over 5 tokens it is ~5× faster than torch's kernel.
+(``row_softmax``): over 5 tokens it is ~5× faster than torch's kernel. The LFM's FFT of its
+short sub-windows is written out too (``dft_features``): on an AVX-512 CPU ``torch.fft.rfft``
+of them changed in the last bit between 1 and 2 threads, and so did the scores.
 """
 
 from __future__ import annotations
@@ -66,6 +68,25 @@ def row_softmax(x: Tensor) -> Tensor:
     return e / e.sum(dim=-1, keepdim=True)
 
 
+def dft_basis(length: int) -> Tensor:
+    """``(length, 2 * (length // 2 + 1))`` float32 matrix whose row ``j`` holds
+    ``cos(2πjk/length)`` then ``-sin(2πjk/length)`` for ``k = 0 … length // 2`` (computed in
+    float64): ``x @ basis`` is the real FFT of ``x``, real parts then imaginary parts.
+
+    Examples
+    --------
+    >>> x = torch.randn(3, 23, dtype=torch.float64)
+    >>> spectrum = torch.fft.rfft(x)
+    >>> expected = torch.cat((spectrum.real, spectrum.imag), dim=-1)
+    >>> bool(torch.allclose(x @ dft_basis(23).double(), expected, atol=1e-5))
+    True
+    """
+    j = torch.arange(length, dtype=torch.float64)[:, None]
+    k = torch.arange(length // 2 + 1, dtype=torch.float64)[None, :]
+    angle = 2.0 * math.pi * ((j * k) % length) / length
+    return torch.cat((torch.cos(angle), -torch.sin(angle)), dim=1).to(torch.float32)
+
+
 def rfft_features(x: Tensor) -> Tensor:
     """Real FFT along the last axis, real and imaginary parts concatenated.
 
@@ -73,6 +94,28 @@ def rfft_features(x: Tensor) -> Tensor:
     """
     spectrum = torch.fft.rfft(x, dim=-1)
     return torch.cat((spectrum.real, spectrum.imag), dim=-1)
+
+
+def dft_features(x: Tensor, basis: Tensor) -> Tensor:
+    """:func:`rfft_features` of a short last axis, as a sum of ``x[..., j] * basis[j]``
+    taken in order, one elementwise multiply and one add at a time (``basis`` is
+    :func:`dft_basis` of that length).
+
+    Each feature is then rounded the same way whatever the thread count and wherever its
+    row sits in the batch; ``torch.fft.rfft`` of the LFM's length-8 sub-windows is not (on
+    an AVX-512 CPU its last bit changed between 1 and 2 threads), nor is a matrix product
+    (its kernel may treat rows by position). Cheap for the few points of a sub-window.
+
+    Examples
+    --------
+    >>> x = torch.randn(4, 5, 8)
+    >>> bool(torch.allclose(dft_features(x, dft_basis(8)), rfft_features(x), atol=1e-5))
+    True
+    """
+    out = x[..., 0:1] * basis[0]
+    for j in range(1, basis.shape[0]):
+        out = out + x[..., j : j + 1] * basis[j]
+    return out
 
 
 def n_rfft_features(length: int) -> int:
@@ -170,6 +213,7 @@ class LocalFrequencyModule(nn.Module):
         self.offset = (window - sub_window) % stride
         self.n_tokens = (window - sub_window) // stride + 1
         self.embed = nn.Linear(n_rfft_features(sub_window), model_dim)
+        self.register_buffer("basis", dft_basis(sub_window), persistent=False)
         self.layer = TransformerEncoderLayer(model_dim, n_heads, ff_dim, dropout)
         self.proj = nn.Linear(model_dim, cond_dim)
 
@@ -178,7 +222,7 @@ class LocalFrequencyModule(nn.Module):
         token only (scoring; training runs it for all tokens, as the reference does)."""
         masked = torch.cat((x[:, self.offset : -1], torch.zeros_like(x[:, -1:])), dim=1)
         subs = masked.unfold(1, self.sub_window, self.stride)  # (B, n_tokens, k)
-        tokens = torch.tanh(self.embed(rfft_features(subs)))
+        tokens = torch.tanh(self.embed(dft_features(subs, self.basis)))
         tokens = self.layer(tokens, last_only=last_only)
         return torch.tanh(self.proj(tokens[:, -1, :]))
 
