@@ -109,7 +109,17 @@ def evaluate(
         def base_fn(values: Any, positions: Any, s: ComboSeries = series) -> Any:
             return baseline_positions(s, values, positions)
 
-        decision, _ = calibrate_scores(base_fn, series, seed=seed, n_inject=n_inject)
+        # The baseline's threshold is chosen the way the FCVAE's was (artifacts from before
+        # the copies and tie rule were recorded used one copy and the highest threshold).
+        rule = bundle.fcvae_meta["decision"]
+        decision, _ = calibrate_scores(
+            base_fn,
+            series,
+            seed=seed,
+            n_inject=n_inject,
+            copies=int(rule.get("n_injected_copies", 1)),
+            ties=str(rule.get("ties", "highest")),
+        )
         from app.postprocess.calibrate import EmpiricalCalibrator
 
         cal = EmpiricalCalibrator.from_dict(decision["calibrator"])

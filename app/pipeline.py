@@ -217,10 +217,10 @@ def train_detector(
 
 @dataclass(frozen=True)
 class ValidationSet:
-    """Validation hours twice: as they are, and with injected spikes/dips; the two copies
-    are laid end to end with a NaN gap so events and alarm runs never join."""
+    """Validation hours as they are, then ``copies`` times with injected spikes/dips; the
+    copies are laid end to end with NaN gaps so events and alarm runs never join."""
 
-    raw: NDArray[np.float64]  # raw scores of both copies (NaN in the gap / unscorable)
+    raw: NDArray[np.float64]  # raw scores of all copies (NaN in the gaps / unscorable)
     labels: NDArray[np.bool_]
     event_ids: NDArray[np.str_]
     clean: NDArray[np.bool_]  # real copy, no label: what calibrators are fitted on
@@ -229,49 +229,97 @@ class ValidationSet:
 
 
 GAP = 24
+DEFAULT_TIES = "highest"  # which of equally good validation thresholds to take
+# Injected copies of the validation split that thresholds are chosen on. Inside the
+# validation split, 1 to 8 copies tie on cross-validated event F1 (0.905-0.908), and the more
+# copies, the less the threshold depends on which injections were drawn
+# (experiments/threshold_ties.py --spread; TECHNICAL.md "Choosing thresholds").
+DEFAULT_INJECT_COPIES = 8
+
+
+def injected_copy(
+    score_fn: ScoreFn, series: ComboSeries, positions: NDArray[np.intp], seed: int, n_inject: int
+) -> tuple[NDArray[np.float64], NDArray[np.bool_], NDArray[np.int64]]:
+    """Raw scores at ``positions`` once ``n_inject`` spikes/dips are injected there.
+
+    The events are drawn by ``seed`` and kept away from labelled and missing hours.
+
+    Returns
+    -------
+    tuple
+        ``(raw, injected_labels, injected_event_ids)`` over ``positions`` (ids ``-1``
+        outside the injected events).
+    """
+    protect = series.labels[positions] | ~np.isfinite(series.values[positions])
+    injected_val, inj_labels, inj_ids = inject_anomalies(
+        series.values[positions],
+        np.random.default_rng(seed),
+        n_events=n_inject,
+        protect=protect,
+    )
+    injected = series.values.copy()
+    injected[positions] = injected_val
+    return score_fn(injected, positions)[positions], inj_labels.astype(bool), inj_ids
 
 
 def validation_set(
-    score_fn: ScoreFn, series: ComboSeries, *, seed: int = 42, n_inject: int = 12
+    score_fn: ScoreFn,
+    series: ComboSeries,
+    *,
+    seed: int = 42,
+    n_inject: int = 12,
+    copies: int = DEFAULT_INJECT_COPIES,
 ) -> ValidationSet:
-    """Score the validation split and a copy with ``n_inject`` injected spikes/dips.
+    """Score the validation split, and ``copies`` copies of it with ``n_inject`` injected
+    spikes/dips each (each copy its own hours and sizes).
 
-    The injections depend only on (seed, combo) and the data, so every detector of a
+    The injections depend only on (seed, combo, copy) and the data, so every detector of a
     combo is calibrated on the same injected hours.
     """
+    if copies < 1:
+        raise DataError(f"copies must be >= 1, got {copies}")
     pos = series.positions("val")
     if len(pos) == 0:
         raise DataError(f"combo {series.combo!r} has no validation split to calibrate on")
     real = score_fn(series.values, pos)[pos]
     labels_real = series.labels[pos]
-    rng = np.random.default_rng(derive_seed(seed, series.combo, "inject"))
-    protect = labels_real | ~np.isfinite(series.values[pos])
-    injected_val, inj_labels, inj_ids = inject_anomalies(
-        series.values[pos], rng, n_events=n_inject, protect=protect
-    )
-    injected = series.values.copy()
-    injected[pos] = injected_val
-    inj = score_fn(injected, pos)[pos]
-    # Event ids must be unique per copy: an id shared by both copies would make one
-    # "event" span the gap between them and swallow every alarm in between.
-    real_ids = np.where(labels_real, "real:" + series.event_ids[pos], "")
-    copy_ids = np.where(labels_real, "copy:" + series.event_ids[pos], "")
-    both_ids = np.where(inj_ids >= 0, "inj:" + inj_ids.astype(str), copy_ids)
     n = len(pos)
+    gap = (np.full(GAP, np.nan), np.zeros(GAP, bool), np.full(GAP, ""))
+    # Event ids must be unique per copy: an id shared by two copies would make one
+    # "event" span the gap between them and swallow every alarm in between.
+    parts = [(real, labels_real, np.where(labels_real, "real:" + series.event_ids[pos], ""))]
+    n_injected = 0
+    for k in range(copies):
+        # Copy 0 keeps the seed it had before there were several copies.
+        purpose = "inject" if k == 0 else f"inject{k}"
+        inj, inj_labels, inj_ids = injected_copy(
+            score_fn, series, pos, derive_seed(seed, series.combo, purpose), n_inject
+        )
+        tag = "" if k == 0 else str(k)
+        copy_ids = np.where(labels_real, f"copy{tag}:" + series.event_ids[pos], "")
+        ids = np.where(inj_ids >= 0, f"inj{tag}:" + inj_ids.astype(str), copy_ids)
+        parts += [gap, (inj, labels_real | inj_labels, ids)]
+        n_injected += int(inj_ids.max() + 1) if (inj_ids >= 0).any() else 0
     return ValidationSet(
-        raw=np.concatenate([real, np.full(GAP, np.nan), inj]),
-        labels=np.concatenate(
-            [labels_real, np.zeros(GAP, bool), labels_real | inj_labels.astype(bool)]
+        raw=np.concatenate([p[0] for p in parts]),
+        labels=np.concatenate([p[1] for p in parts]),
+        event_ids=np.concatenate([p[2] for p in parts]),
+        clean=np.concatenate(
+            [~labels_real & np.isfinite(real), np.zeros(copies * (GAP + n), bool)]
         ),
-        event_ids=np.concatenate([real_ids, np.full(GAP, ""), both_ids]),
-        clean=np.concatenate([~labels_real & np.isfinite(real), np.zeros(GAP + n, bool)]),
         n_real=n,
-        n_injected_events=int(inj_ids.max() + 1) if (inj_ids >= 0).any() else 0,
+        n_injected_events=n_injected,
     )
 
 
 def best_threshold(
-    scores: NDArray[np.float64], vset: ValidationSet, *, objective: str, step_hours: float
+    scores: NDArray[np.float64],
+    vset: ValidationSet,
+    *,
+    objective: str,
+    step_hours: float,
+    min_precision: float | None = None,
+    ties: str = DEFAULT_TIES,
 ) -> Any:
     """The threshold on ``scores`` (aligned with ``vset``) that maximises ``objective``."""
     return choose_threshold(
@@ -281,6 +329,8 @@ def best_threshold(
         np.isfinite(scores),
         objective=objective,
         step_hours=step_hours,
+        min_precision=min_precision,
+        ties=ties,
     )
 
 
@@ -290,7 +340,10 @@ def calibrate_scores(
     *,
     seed: int = 42,
     n_inject: int = 12,
+    copies: int = DEFAULT_INJECT_COPIES,
     objective: str = "event_f1",
+    min_precision: float | None = None,
+    ties: str = DEFAULT_TIES,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Fit a calibrator and choose a threshold on the validation split only.
 
@@ -304,11 +357,18 @@ def calibrate_scores(
         ``decision`` holds the calibrator state, the threshold (calibrated and raw) and
         how it was chosen; it goes into the artifact's ``meta.json``.
     """
-    vset = validation_set(score_fn, series, seed=seed, n_inject=n_inject)
+    vset = validation_set(score_fn, series, seed=seed, n_inject=n_inject, copies=copies)
     calibrator = EmpiricalCalibrator().fit(vset.raw[vset.clean])
     calibrated = calibrator.transform(vset.raw)
     step_hours = series.step_seconds / 3600
-    choice = best_threshold(calibrated, vset, objective=objective, step_hours=step_hours)
+    choice = best_threshold(
+        calibrated,
+        vset,
+        objective=objective,
+        step_hours=step_hours,
+        min_precision=min_precision,
+        ties=ties,
+    )
     real_raw = vset.raw[: vset.n_real]
     finite = real_raw[np.isfinite(real_raw)]
     above = finite[calibrator.transform(finite) > choice.threshold]
@@ -320,6 +380,8 @@ def calibrate_scores(
         "rule": "is_anomaly = calibrated score > threshold_calibrated "
         "(calibrated = -log10 P_clean(raw >= score) on clean validation hours)",
         "n_injected_events": vset.n_injected_events,
+        "n_injected_copies": copies,
+        "ties": ties,
         "calibration_split": "val",
     }
     cal_real = calibrated[: vset.n_real]
@@ -341,7 +403,10 @@ def fit_ensemble(
     *,
     seed: int = 42,
     n_inject: int = 12,
+    copies: int = DEFAULT_INJECT_COPIES,
     objective: str = "event_f1",
+    min_precision: float | None = None,
+    ties: str = DEFAULT_TIES,
 ) -> dict[str, Any]:
     """Choose how to merge the two calibrated scores of one combo, on validation only.
 
@@ -359,7 +424,11 @@ def fit_ensemble(
     # sets hold the same hours, labels and event ids: the last ``vset`` serves for both.
     for name, detector in (("fcvae", fcvae), ("vaegan", vaegan)):
         vset = validation_set(
-            detector_score_fn(detector, series), series, seed=seed, n_inject=n_inject
+            detector_score_fn(detector, series),
+            series,
+            seed=seed,
+            n_inject=n_inject,
+            copies=copies,
         )
         calibrator = _calibrator(detector.meta["decision"]["calibrator"])
         calibrated[name] = calibrator.transform(vset.raw)
@@ -367,7 +436,14 @@ def fit_ensemble(
     tried = []
     for candidate in candidate_settings():
         combined = combine_calibrated(calibrated["fcvae"], calibrated["vaegan"], candidate)
-        choice = best_threshold(combined, vset, objective=objective, step_hours=step_hours)
+        choice = best_threshold(
+            combined,
+            vset,
+            objective=objective,
+            step_hours=step_hours,
+            min_precision=min_precision,
+            ties=ties,
+        )
         tried.append(
             {**candidate, "threshold": float(choice.threshold), "objective_value": choice.value}
         )

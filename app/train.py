@@ -29,6 +29,8 @@ from app.cli_common import (
 from app.data import check_min_length
 from app.errors import AnomalyError, DataError
 from app.pipeline import (
+    DEFAULT_INJECT_COPIES,
+    DEFAULT_TIES,
     ComboSeries,
     calibrate_scores,
     detector_class,
@@ -128,7 +130,22 @@ def build_parser(
         "--n-inject",
         type=int,
         default=12,
-        help="spikes/dips injected into the validation split for calibration",
+        help="spikes/dips injected into each copy of the validation split for calibration",
+    )
+    model.add_argument(
+        "--inject-copies",
+        type=int,
+        default=DEFAULT_INJECT_COPIES,
+        help="copies of the validation split, each with its own injected spikes/dips, that "
+        "thresholds are chosen on (with the split as it is)",
+    )
+    model.add_argument(
+        "--threshold-ties",
+        choices=["highest", "middle", "lowest"],
+        default=DEFAULT_TIES,
+        help="which threshold to take when several give the same validation score: highest "
+        "(fewest alarms), middle (of the widest tied range: more recall, more false alarms) "
+        "or lowest",
     )
     add_runtime_arguments(parser)
     return parser
@@ -233,6 +250,16 @@ def choose_component_weight(detector: Any, series: ComboSeries) -> None:
         )
 
 
+def calibration_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """How thresholds are chosen on validation, from the CLI's arguments."""
+    return {
+        "seed": args.seed,
+        "n_inject": args.n_inject,
+        "copies": args.inject_copies,
+        "ties": args.threshold_ties,
+    }
+
+
 def train_one(
     name: str, series: ComboSeries, args: argparse.Namespace, device: str, out_dir: Path
 ) -> dict[str, Any]:
@@ -247,7 +274,7 @@ def train_one(
         choose_component_weight(detector, series)
 
     decision, val_metrics = calibrate_scores(
-        detector_score_fn(detector, series), series, seed=args.seed, n_inject=args.n_inject
+        detector_score_fn(detector, series), series, **calibration_kwargs(args)
     )
     extra = {
         "combo": series.combo,
@@ -307,7 +334,7 @@ def write_ensemble(frame: Any, root: Path, args: argparse.Namespace) -> Path:
         series = ComboSeries.from_frame(frame, combo)
         fcvae = detector_class("fcvae").load(root / "fcvae" / combo)
         vaegan = detector_class("vaegan").load(root / "vaegan" / combo)
-        combos[combo] = fit_ensemble(series, fcvae, vaegan, seed=args.seed, n_inject=args.n_inject)
+        combos[combo] = fit_ensemble(series, fcvae, vaegan, **calibration_kwargs(args))
         log.info(
             "combo=%s ensemble: %s",
             combo,

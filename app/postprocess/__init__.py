@@ -12,6 +12,7 @@ from app.postprocess.threshold import (
     choose_threshold,
     flags_to_intervals,
     inject_anomalies,
+    pick_among_ties,
     threshold_for_false_alarm_rate,
 )
 
@@ -21,5 +22,6 @@ __all__ = [
     "choose_threshold",
     "flags_to_intervals",
     "inject_anomalies",
+    "pick_among_ties",
     "threshold_for_false_alarm_rate",
 ]

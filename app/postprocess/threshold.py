@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 
 Objective = Literal["event_f1", "point_f1", "event_recall"]
 _OBJECTIVES: tuple[str, ...] = ("event_f1", "point_f1", "event_recall")
+Ties = Literal["highest", "middle", "lowest"]
+_TIES: tuple[str, ...] = ("highest", "middle", "lowest")
 _KINDS: tuple[str, ...] = ("spike", "dip")
 
 
@@ -231,13 +233,14 @@ def choose_threshold(
     max_false_alarms_per_day: float | None = None,
     step_hours: float = 1.0,
     max_candidates: int = 512,
+    ties: Ties = "highest",
 ) -> ThresholdChoice:
     """Pick the threshold that maximises ``objective`` on labelled validation data.
 
     Candidates are the distinct finite scores at valid positions (thinned to at most
     ``max_candidates`` quantiles of them), so the result is always one of the given scores.
-    Ties go to the **higher** threshold (fewer alarms). Event metrics follow
-    :func:`app.evaluation.event_metrics`.
+    Where several candidates reach the best value, ``ties`` says which one is taken (see
+    :func:`pick_among_ties`). Event metrics follow :func:`app.evaluation.event_metrics`.
 
     Parameters
     ----------
@@ -256,6 +259,10 @@ def choose_threshold(
         Hours per step.
     max_candidates
         Cap on the number of candidates (speed).
+    ties
+        Which of several equally good candidates to take: ``"highest"`` (fewest alarms),
+        ``"lowest"`` (most alarms) or ``"middle"`` (the middle of the widest run of them, as
+        far from the alarms it must not raise as from the events it must catch).
 
     Raises
     ------
@@ -283,6 +290,8 @@ def choose_threshold(
         raise ContractError(f"step_hours must be > 0, got {step_hours!r}")
     if max_candidates < 2:
         raise ContractError(f"max_candidates must be >= 2, got {max_candidates}")
+    if ties not in _TIES:
+        raise ContractError(f"ties must be one of {_TIES}, got {ties!r}")
     s = np.asarray(scores, dtype=np.float64)
     y = np.asarray(labels).astype(bool)
     if s.ndim != 1 or y.shape != s.shape:
@@ -302,8 +311,9 @@ def choose_threshold(
     candidates = _candidates(s[usable], max_candidates)
     days = float(v.sum()) * step_hours / 24.0
 
-    best: tuple[float, float, float | None] | None = None  # (rank value, threshold, value)
-    for threshold in candidates[::-1]:  # high → low: ties keep the higher threshold
+    ranks = np.full(candidates.size, np.nan)  # NaN: the candidate breaks a constraint
+    values: list[float | None] = []
+    for i, threshold in enumerate(candidates):
         flags = flags_from_scores(s, float(threshold))
         em = event_metrics(flags, events, y, v)
         if objective == "point_f1":
@@ -312,6 +322,7 @@ def choose_threshold(
         else:
             value = em["f1"] if objective == "event_f1" else em["recall"]
             precision = em["precision"]
+        values.append(value)
         if min_precision is not None and (precision is None or precision < min_precision):
             continue
         if (
@@ -320,9 +331,7 @@ def choose_threshold(
             and em["false_alarms"] / days > max_false_alarms_per_day
         ):
             continue
-        rank = -np.inf if value is None else value
-        if best is None or rank > best[0]:
-            best = (rank, float(threshold), value)
+        ranks[i] = -np.inf if value is None else value
 
     constraints = []
     if min_precision is not None:
@@ -332,9 +341,10 @@ def choose_threshold(
     method = (
         f"grid over {candidates.size} validation score values, maximise {objective}"
         + (f" subject to {' and '.join(constraints)}" if constraints else "")
-        + "; ties → higher threshold"
+        + f"; ties → {ties} threshold"
     )
-    if best is None:
+    feasible = ~np.isnan(ranks)
+    if not feasible.any():
         top = float(candidates[-1])
         logger.warning("no threshold meets %s; using the highest score %g", constraints, top)
         return ThresholdChoice(
@@ -345,13 +355,54 @@ def choose_threshold(
             method=method + "; infeasible → highest validation score",
             feasible=False,
         )
+    best_rank = np.max(ranks[feasible])
+    chosen = pick_among_ties(candidates, feasible & (ranks == best_rank), ties)
+    value = values[chosen]
     return ThresholdChoice(
-        threshold=best[1],
+        threshold=float(candidates[chosen]),
         objective=objective,
-        value=None if best[2] is None else float(best[2]),
+        value=None if value is None else float(value),
         n_candidates=int(candidates.size),
         method=method,
     )
+
+
+def pick_among_ties(candidates: ArrayLike, best: ArrayLike, ties: Ties = "highest") -> int:
+    """Index of the candidate to take among the equally good ones.
+
+    ``candidates`` are ascending thresholds and ``best`` marks those that reach the best
+    value. ``"highest"`` and ``"lowest"`` take the end ones. ``"middle"`` looks at runs of
+    consecutive best candidates, takes the run that spans the widest score range (the
+    higher one on a tie), and in it the candidate nearest the run's midpoint (the higher
+    one on a tie): a threshold with as much room below it as above, so that neither an
+    event a little weaker than the validation ones nor a clean hour a little stranger
+    flips the decision.
+
+    Examples
+    --------
+    >>> c = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 9.0]
+    >>> best = [False, True, True, True, True, False, True]
+    >>> [pick_among_ties(c, best, t) for t in ("highest", "middle", "lowest")]
+    [6, 3, 1]
+    >>> pick_among_ties(c, [True, True, True, False, False, False, False], "middle")
+    1
+    """
+    c = np.asarray(candidates, dtype=np.float64)
+    b = np.asarray(best, dtype=bool)
+    if c.ndim != 1 or b.shape != c.shape or not b.any():
+        raise ContractError("pick_among_ties: needs 1-D candidates and at least one best one")
+    idx = np.flatnonzero(b)
+    if ties == "highest":
+        return int(idx[-1])
+    if ties == "lowest":
+        return int(idx[0])
+    if ties != "middle":
+        raise ContractError(f"ties must be one of {_TIES}, got {ties!r}")
+    runs = events_from_labels(b)  # (start, end) index pairs of consecutive best candidates
+    start, end = max(runs, key=lambda r: (c[r[1]] - c[r[0]], r[1]))
+    run = np.arange(start, end + 1)
+    distance = np.abs(c[run] - (c[start] + c[end]) / 2.0)
+    return int(run[np.flatnonzero(distance == distance.min())[-1]])
 
 
 def threshold_for_false_alarm_rate(clean_scores: ArrayLike, rate: float) -> float:

@@ -18,6 +18,7 @@ from app.postprocess import (
     choose_threshold,
     flags_to_intervals,
     inject_anomalies,
+    pick_among_ties,
     threshold_for_false_alarm_rate,
 )
 
@@ -168,6 +169,36 @@ def test_choose_threshold_event_f1_and_tie_break() -> None:
     assert choice.n_candidates == len(np.unique(scores))
     json.dumps(choice.to_dict())
     assert isinstance(choice, ThresholdChoice)
+
+
+def test_choose_threshold_ties_rules() -> None:
+    # Event A scores 2, 4, 6 over three hours, event B 3, 5; clean hours score at most 1.
+    # Every threshold from 1 to 4 catches both with no false alarm (F1 = 1).
+    scores = np.array([0.0, 1.0, 0.0, 2.0, 4.0, 6.0, 0.0, 0.5, 3.0, 5.0, 0.0, 1.0])
+    labels = np.array([0, 0, 0, 1, 1, 1, 0, 0, 1, 1, 0, 0], dtype=bool)
+    picked = {t: choose_threshold(scores, labels, ties=t) for t in ("highest", "middle", "lowest")}
+    assert {t: c.threshold for t, c in picked.items()} == {
+        "highest": 4.0,
+        "middle": 3.0,  # midpoint 2.5 of [1, 4]; 2 and 3 are as near, the higher wins
+        "lowest": 1.0,
+    }
+    assert all(c.value == 1.0 for c in picked.values())
+    assert "ties → middle threshold" in picked["middle"].method
+    with pytest.raises(ContractError, match="ties"):
+        choose_threshold(scores, labels, ties="median")  # type: ignore[arg-type]
+
+
+def test_pick_among_ties_takes_the_widest_run() -> None:
+    c = np.array([0.0, 1.0, 2.0, 3.0, 10.0, 20.0, 25.0, 30.0])
+    # Runs of best candidates: [1, 3] (width 2) and [20, 30] (width 10); the wide one wins
+    # and its middle, 25, is a candidate (index 6).
+    best = np.array([False, True, True, True, False, True, True, True])
+    assert pick_among_ties(c, best, "middle") == 6
+    assert pick_among_ties(c, best, "highest") == 7
+    assert pick_among_ties(c, best, "lowest") == 1
+    assert pick_among_ties(c, np.eye(8, dtype=bool)[2], "middle") == 2  # a single best one
+    with pytest.raises(ContractError, match="at least one"):
+        pick_among_ties(c, np.zeros(8, bool))
 
 
 def test_choose_threshold_point_f1_and_recall() -> None:
