@@ -250,9 +250,10 @@ def main(argv: list[str] | None = None) -> int:
     val: dict[str, dict[str, Any]] = {r: {} for r in rules}
     overrides = parse_overrides(args.overrides, FCVAEParams)
     thresholds: dict[str, dict[str, float]] = {r: {} for r in rules}
-    for combo in combos:
-        detector = FCVAEDetector.load(args.model_dir / "fcvae" / combo)
+    detectors = {c: FCVAEDetector.load(args.model_dir / "fcvae" / c) for c in combos}
+    for detector in detectors.values():
         detector.params = detector.params.model_copy(update=overrides)
+    for combo, detector in detectors.items():
         series = ComboSeries.from_frame(frame, combo)
         folds = cross_validate(
             detector,
@@ -301,9 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nthresholds over {args.spread} injection seeds (median, min-max) by combo:")
         for rule in rules:
             cells = []
-            for combo in combos:
-                detector = FCVAEDetector.load(args.model_dir / "fcvae" / combo)
-                detector.params = detector.params.model_copy(update=overrides)
+            for combo, detector in detectors.items():
                 t = threshold_spread(
                     detector, ComboSeries.from_frame(frame, combo), rule, args.select_copies, seeds
                 )
