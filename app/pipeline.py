@@ -284,7 +284,6 @@ def validation_set(
     real = score_fn(series.values, pos)[pos]
     labels_real = series.labels[pos]
     n = len(pos)
-    gap = (np.full(GAP, np.nan), np.zeros(GAP, bool), np.full(GAP, ""))
     # Event ids must be unique per copy: an id shared by two copies would make one
     # "event" span the gap between them and swallow every alarm in between.
     parts = [(real, labels_real, np.where(labels_real, "real:" + series.event_ids[pos], ""))]
@@ -298,17 +297,45 @@ def validation_set(
         tag = "" if k == 0 else str(k)
         copy_ids = np.where(labels_real, f"copy{tag}:" + series.event_ids[pos], "")
         ids = np.where(inj_ids >= 0, f"inj{tag}:" + inj_ids.astype(str), copy_ids)
-        parts += [gap, (inj, labels_real | inj_labels, ids)]
+        parts.append((inj, labels_real | inj_labels, ids))
         n_injected += int(inj_ids.max() + 1) if (inj_ids >= 0).any() else 0
+    raw, labels, event_ids = stack_copies(parts)
     return ValidationSet(
-        raw=np.concatenate([p[0] for p in parts]),
-        labels=np.concatenate([p[1] for p in parts]),
-        event_ids=np.concatenate([p[2] for p in parts]),
+        raw=raw,
+        labels=labels,
+        event_ids=event_ids,
         clean=np.concatenate(
             [~labels_real & np.isfinite(real), np.zeros(copies * (GAP + n), bool)]
         ),
         n_real=n,
         n_injected_events=n_injected,
+    )
+
+
+Copy = tuple[NDArray[np.float64], NDArray[np.bool_], NDArray[np.str_]]  # raw, labels, ids
+
+
+def stack_copies(parts: list[Copy]) -> Copy:
+    """Copies of the same hours (raw scores, labels, event ids) laid end to end, ``GAP``
+    NaN hours between them so events and alarm runs never join across copies.
+
+    Event ids must already differ between copies.
+
+    Examples
+    --------
+    >>> part = (np.ones(2), np.array([True, False]), np.array(["a", ""]))
+    >>> raw, labels, ids = stack_copies([part, part])
+    >>> len(raw) == 4 + GAP, int(np.isnan(raw).sum()) == GAP
+    (True, True)
+    """
+    gap: Copy = (np.full(GAP, np.nan), np.zeros(GAP, bool), np.full(GAP, ""))
+    laid: list[Copy] = []
+    for i, part in enumerate(parts):
+        laid += [gap, part] if i else [part]
+    return (
+        np.concatenate([p[0] for p in laid]),
+        np.concatenate([p[1] for p in laid]),
+        np.concatenate([p[2] for p in laid]),
     )
 
 

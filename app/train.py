@@ -40,6 +40,7 @@ from app.pipeline import (
     reference_hint,
     train_detector,
 )
+from app.postprocess.threshold import TIES
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +142,7 @@ def build_parser(
     )
     model.add_argument(
         "--threshold-ties",
-        choices=["highest", "middle", "lowest"],
+        choices=TIES,
         default=DEFAULT_TIES,
         help="which threshold to take when several give the same validation score: highest "
         "(fewest alarms), middle (of the widest tied range: more recall, more false alarms) "

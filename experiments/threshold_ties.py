@@ -41,18 +41,17 @@ from app.detectors.fcvae import FCVAEDetector, FCVAEParams
 from app.evaluation import aggregate, evaluate_series
 from app.pipeline import (
     DEFAULT_INJECT_COPIES,
-    GAP,
     ComboSeries,
+    Copy,
     calibrate_scores,
     derive_seed,
     detector_score_fn,
     injected_copy,
+    stack_copies,
 )
 from app.postprocess.calibrate import EmpiricalCalibrator
 from app.postprocess.threshold import choose_threshold
 from app.train import parse_overrides
-
-Copy = tuple[NDArray[np.float64], NDArray[np.bool_], NDArray[np.str_]]  # raw, labels, ids
 
 RULES = (
     "event_f1:highest",
@@ -88,16 +87,12 @@ def tagged_copy(score_fn: Any, series: ComboSeries, pos: Any, seed: int, tag: st
 
 
 def stack(copies: list[Copy], keep: NDArray[np.bool_]) -> Copy:
-    """The ``keep`` hours of each copy, laid end to end with NaN gaps (as validation_set)."""
-    parts: list[Copy] = []
-    for raw, labels, ids in copies:
-        r = np.where(keep, raw, np.nan)
-        parts.append((r, labels & keep, np.where(keep, ids, "")))
-        parts.append((np.full(GAP, np.nan), np.zeros(GAP, bool), np.full(GAP, "")))
-    return (
-        np.concatenate([p[0] for p in parts]),
-        np.concatenate([p[1] for p in parts]),
-        np.concatenate([p[2] for p in parts]),
+    """The ``keep`` hours of each copy, laid end to end as validation_set lays them."""
+    return stack_copies(
+        [
+            (np.where(keep, raw, np.nan), labels & keep, np.where(keep, ids, ""))
+            for raw, labels, ids in copies
+        ]
     )
 
 

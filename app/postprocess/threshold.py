@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 Objective = Literal["event_f1", "point_f1", "event_recall"]
 _OBJECTIVES: tuple[str, ...] = ("event_f1", "point_f1", "event_recall")
 Ties = Literal["highest", "middle", "lowest"]
-_TIES: tuple[str, ...] = ("highest", "middle", "lowest")
+TIES: tuple[str, ...] = ("highest", "middle", "lowest")
 _KINDS: tuple[str, ...] = ("spike", "dip")
 
 
@@ -290,8 +290,8 @@ def choose_threshold(
         raise ContractError(f"step_hours must be > 0, got {step_hours!r}")
     if max_candidates < 2:
         raise ContractError(f"max_candidates must be >= 2, got {max_candidates}")
-    if ties not in _TIES:
-        raise ContractError(f"ties must be one of {_TIES}, got {ties!r}")
+    if ties not in TIES:
+        raise ContractError(f"ties must be one of {TIES}, got {ties!r}")
     s = np.asarray(scores, dtype=np.float64)
     y = np.asarray(labels).astype(bool)
     if s.ndim != 1 or y.shape != s.shape:
@@ -397,7 +397,7 @@ def pick_among_ties(candidates: ArrayLike, best: ArrayLike, ties: Ties = "highes
     if ties == "lowest":
         return int(idx[0])
     if ties != "middle":
-        raise ContractError(f"ties must be one of {_TIES}, got {ties!r}")
+        raise ContractError(f"ties must be one of {TIES}, got {ties!r}")
     runs = events_from_labels(b)  # (start, end) index pairs of consecutive best candidates
     start, end = max(runs, key=lambda r: (c[r[1]] - c[r[0]], r[1]))
     run = np.arange(start, end + 1)
