@@ -26,6 +26,7 @@ from app.config import DEFAULT_MAX_GAP_HOURS
 from app.errors import AnomalyError
 from app.evaluation import aggregate, evaluate_series, markdown_table
 from app.pipeline import ComboSeries, baseline_positions, calibrate_scores
+from app.postprocess.calibrate import EmpiricalCalibrator
 from app.registry import ModelRegistry
 from app.scoring import score_frame
 
@@ -91,6 +92,7 @@ def evaluate(
         valid = (got["status"] == "scored").to_numpy()
         labels = series.labels[test_pos]
         ids = series.event_ids[test_pos]
+        stamps = [t.isoformat() for t in pd.DatetimeIndex(test_ts)]
         thresholds = {
             "fcvae": bundle.fcvae_meta["decision"]["threshold_calibrated"],
             "vaegan": (
@@ -103,7 +105,12 @@ def evaluate(
         for name, (column, _) in columns.items():
             scores = got[column].to_numpy(dtype=np.float64)
             per[name][combo] = evaluate_series(
-                scores, float(thresholds[name]), labels, event_ids=ids, valid=valid
+                scores,
+                float(thresholds[name]),
+                labels,
+                event_ids=ids,
+                valid=valid,
+                timestamps=stamps,
             )
 
         def base_fn(values: Any, positions: Any, s: ComboSeries = series) -> Any:
@@ -120,13 +127,16 @@ def evaluate(
             copies=int(rule.get("n_injected_copies", 1)),
             ties=str(rule.get("ties", "highest")),
         )
-        from app.postprocess.calibrate import EmpiricalCalibrator
-
         cal = EmpiricalCalibrator.from_dict(decision["calibrator"])
         base_raw = baseline_positions(series, series.values, test_pos)[test_pos]
         base = cal.transform(base_raw)
         per["seasonal_baseline"][combo] = evaluate_series(
-            base, decision["threshold_calibrated"], labels, event_ids=ids, valid=valid
+            base,
+            decision["threshold_calibrated"],
+            labels,
+            event_ids=ids,
+            valid=valid,
+            timestamps=stamps,
         )
         rows.append(
             pd.DataFrame(

@@ -397,6 +397,69 @@ def auprc(scores: ArrayLike, labels: ArrayLike, valid: ArrayLike | None = None) 
     return float(average_precision_score(y, s))
 
 
+class MissedEvent(TypedDict):
+    """An event without a flag: where it is, and how far its strongest hour fell short."""
+
+    event_id: str | None
+    start: int
+    end: int
+    start_time: str | None
+    steps: int
+    peak_score: float | None
+    threshold: float
+    shortfall: float | None
+
+
+def missed_events(
+    scores: ArrayLike,
+    threshold: float,
+    events: Sequence[Event],
+    valid: ArrayLike | None = None,
+    *,
+    event_ids: ArrayLike | None = None,
+    timestamps: Sequence[Any] | None = None,
+) -> list[MissedEvent]:
+    """The scorable events (at least one valid point) in which no valid point is flagged.
+
+    ``peak_score`` is the event's highest valid score (``None`` when every score there is
+    NaN) and ``shortfall = threshold - peak_score``: how much lower the threshold would have
+    had to be to catch it.  ``event_id`` and ``start_time`` are read at the event's start
+    from ``event_ids`` / ``timestamps`` when given (``str`` of the value).
+
+    Examples
+    --------
+    >>> m = missed_events([0.0, 0.5, 2.0, 9.0], 1.0, [(0, 1), (3, 3)])
+    >>> [(e["start"], e["end"], e["peak_score"], e["shortfall"]) for e in m]
+    [(0, 1, 0.5, 0.5)]
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    n = s.shape[0]
+    v = _valid_mask(valid, n)
+    ev = _events_array(events, n)
+    flags = flags_from_scores(s, threshold) & v
+    ids = None if event_ids is None else np.asarray(event_ids)
+    out: list[MissedEvent] = []
+    for start, end in ev.tolist():
+        inside = slice(start, end + 1)
+        if not v[inside].any() or flags[inside].any():
+            continue
+        seen = s[inside][v[inside] & np.isfinite(s[inside])]
+        peak = float(seen.max()) if seen.size else None
+        out.append(
+            {
+                "event_id": None if ids is None else str(ids[start]),
+                "start": start,
+                "end": end,
+                "start_time": None if timestamps is None else str(timestamps[start]),
+                "steps": end - start + 1,
+                "peak_score": peak,
+                "threshold": float(threshold),
+                "shortfall": None if peak is None else float(threshold) - peak,
+            }
+        )
+    return out
+
+
 def _per_day(count: int, hours: float) -> float | None:
     return None if hours <= 0 else count * 24.0 / hours
 
@@ -415,6 +478,7 @@ def evaluate_series(
     event_ids: ArrayLike | None = None,
     valid: ArrayLike | None = None,
     step_hours: float = 1.0,
+    timestamps: Sequence[Any] | None = None,
 ) -> dict[str, Any]:
     """All metrics of one detector on one series (one combo), JSON-serialisable.
 
@@ -432,6 +496,8 @@ def evaluate_series(
         Optional mask of scored points (missing hours and a shared warm-up should be False).
     step_hours
         Hours per step, to express delays in hours.
+    timestamps
+        Optional time per point, only to name where each missed event starts.
 
     Returns
     -------
@@ -439,7 +505,7 @@ def evaluate_series(
         ``{"point": PointMetrics, "event": EventMetrics, "delay_hours_median",
         "delay_hours_max", "delays_hours", "auprc", "point_adjusted": PointMetrics,
         "point_adjusted_f1" (optimistic), "n_scored", "scored_hours", "false_alarms_per_day",
-        "threshold"}``.
+        "threshold", "missed_events": [MissedEvent]}``.
 
     Examples
     --------
@@ -480,6 +546,9 @@ def evaluate_series(
         "scored_hours": scored_hours,
         "false_alarms_per_day": _per_day(event["false_alarms"], scored_hours),
         "threshold": float(threshold),
+        "missed_events": missed_events(
+            s, threshold, events, v, event_ids=event_ids, timestamps=timestamps
+        ),
     }
 
 
@@ -489,7 +558,8 @@ def aggregate(per_combo: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     Counts are summed (``tp``/``fp``/``fn``, detected events, false alarms, events, scored
     points, scored hours) and the ratios recomputed from the sums; delays are pooled. AUPRC
     cannot be pooled without the raw scores, so ``auprc`` is the **mean** of the defined
-    per-combo values (macro-average) and ``threshold`` is ``None``.
+    per-combo values (macro-average) and ``threshold`` is ``None``.  ``missed_events`` lists
+    every combo's, each with its ``combo`` added.
 
     Examples
     --------
@@ -508,6 +578,7 @@ def aggregate(per_combo: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     delays: list[int] = []
     delays_hours: list[float] = []
     auprcs: list[float] = []
+    missed: list[dict[str, Any]] = []
     for combo, result in per_combo.items():
         try:
             p, e, pa = result["point"], result["event"], result["point_adjusted"]
@@ -526,6 +597,7 @@ def aggregate(per_combo: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
             ) from exc
         if result.get("auprc") is not None:
             auprcs.append(float(result["auprc"]))
+        missed.extend({"combo": combo, **m} for m in result.get("missed_events", []))
     median, worst = _delay_summary(delays_hours)
     adjusted = _point_from_counts(atp, afp, afn)
     return {
@@ -541,6 +613,7 @@ def aggregate(per_combo: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
         "scored_hours": scored_hours,
         "false_alarms_per_day": _per_day(false_alarms, scored_hours),
         "threshold": None,
+        "missed_events": missed,
     }
 
 
@@ -604,4 +677,31 @@ def markdown_table(metrics: Mapping[str, Mapping[str, Any]]) -> str:
         "= detected events / (detected events + false-alarm runs). Overall AUPRC is the mean "
         "over combos; other overall figures pool counts."
     )
+    missed = _missed_rows(metrics)
+    if missed:
+        lines += ["", "Missed events (no flag in any of their hours):", ""]
+        lines += missed
     return "\n".join(lines) + "\n"
+
+
+def _missed_rows(metrics: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Table rows of every detector's missed events, read from its per-combo results."""
+    rows = []
+    for detector, block in metrics.items():
+        for combo, r in block.get("per_combo", {}).items():
+            for m in r.get("missed_events", []):
+                cells = [
+                    detector,
+                    combo,
+                    m["event_id"] or f"{m['start']}–{m['end']}",
+                    m["start_time"] or str(m["start"]),
+                    str(m["steps"]),
+                    _fmt(m["peak_score"], 2),
+                    _fmt(m["threshold"], 2),
+                    _fmt(m["shortfall"], 2),
+                ]
+                rows.append("| " + " | ".join(cells) + " |")
+    if not rows:
+        return []
+    header = "| detector | combo | event | starts | steps | peak score | threshold | short by |"
+    return [header, "|" + "---|" * 8, *rows]

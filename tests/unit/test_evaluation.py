@@ -16,6 +16,7 @@ from app.evaluation import (
     events_from_labels,
     flags_from_scores,
     markdown_table,
+    missed_events,
     point_adjusted_f1,
     point_metrics,
 )
@@ -182,8 +183,43 @@ def test_markdown_table_rows_and_none() -> None:
     )
     lines = table.splitlines()
     assert lines[0].startswith("| detector | combo | event P")
-    body = [line for line in lines[2:] if line.startswith("| ")]
+    body = lines[2 : lines.index("")]
     assert len(body) == 4
     assert "**overall**" in body[2]
     assert "–" in body[0]  # undefined precision / delays
     assert "optimistic" in table
+
+
+def test_missed_events_names_each_unflagged_event_and_its_shortfall() -> None:
+    scores = [0.0, 2.0, 0.5, 0.7, 0.0, np.nan, 9.0, 0.2]
+    labels = [0, 0, 1, 1, 0, 1, 1, 1]
+    ids = ["", "", "a", "a", "", "b", "b", "c"]
+    times = [f"t{i}" for i in range(8)]
+    m = missed_events(scores, 1.0, events_from_labels(labels, ids), event_ids=ids, timestamps=times)
+    assert [(e["event_id"], e["start_time"], e["steps"]) for e in m] == [
+        ("a", "t2", 2),
+        ("c", "t7", 1),
+    ]
+    assert m[0]["peak_score"] == 0.7 and m[0]["shortfall"] == pytest.approx(0.3)
+    # an invalid flag does not catch an event, and an event with no valid point is not listed
+    valid = [True, True, True, True, True, True, False, False]
+    m = missed_events(scores, 1.0, events_from_labels(labels, ids), valid, event_ids=ids)
+    assert [e["event_id"] for e in m] == ["a", "b"]
+    assert m[1]["peak_score"] is None and m[1]["shortfall"] is None  # only a NaN score left
+
+
+def test_missed_events_travel_into_the_overall_result_and_the_table() -> None:
+    r = evaluate_series(
+        [0.0, 3.0, 0.0],
+        1.0,
+        [1, 0, 0],
+        event_ids=["x", "", ""],
+        timestamps=["2025-05-20 08:00", "b", "c"],
+    )
+    assert r["missed_events"][0]["event_id"] == "x"
+    json.dumps(r, allow_nan=False)
+    overall = aggregate({"c1": r, "c2": evaluate_series([5.0], 1.0, [1])})
+    assert [(m["combo"], m["event_id"]) for m in overall["missed_events"]] == [("c1", "x")]
+    table = markdown_table({"fcvae": {"per_combo": {"c1": r}, "overall": overall}})
+    row = [line for line in table.splitlines() if "| x |" in line]
+    assert row == ["| fcvae | c1 | x | 2025-05-20 08:00 | 1 | 0.00 | 1.00 | 1.00 |"]
