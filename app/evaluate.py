@@ -170,8 +170,14 @@ def evaluate(
     return metrics, pd.concat(rows, ignore_index=True)
 
 
-def plot_combo(rows: pd.DataFrame, combo: str, path: Path) -> None:
-    """Series with expected band, flags and ground truth; score trace with threshold."""
+def plot_combo(
+    rows: pd.DataFrame, combo: str, path: Path, missed: list[dict[str, Any]] | None = None
+) -> None:
+    """Series with expected band, flags and ground truth; score trace with threshold.
+
+    ``missed``: the decision's missed events of this combo (``evaluate_series``'s
+    ``missed_events``; ``start``/``end`` index the combo's test rows), shaded on both panels.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -216,6 +222,26 @@ def plot_combo(rows: pd.DataFrame, combo: str, path: Path) -> None:
         label="threshold",
     )
     bottom.set_yscale("symlog", linthresh=10)
+    bottom.set_ylim(bottom=0)  # scores are tail probabilities' -log10: never below 0
+    half = (ts.iloc[1] - ts.iloc[0]) / 2 if len(ts) > 1 else pd.Timedelta(0)
+    for i, m in enumerate(missed or []):
+        for ax in (top, bottom):
+            ax.axvspan(
+                ts.iloc[m["start"]] - half,
+                ts.iloc[m["end"]] + half,
+                color="#fdae6b",
+                alpha=0.45,
+                lw=0,
+                label="missed event" if i == 0 and ax is bottom else None,
+            )
+        top.annotate(
+            m["event_id"] or "missed",
+            (ts.iloc[m["start"]], part["value"].iloc[m["start"] : m["end"] + 1].max()),
+            xytext=(4, 8),
+            textcoords="offset points",
+            fontsize=8,
+            color="#a63603",
+        )
     bottom.set_ylabel("score (−log10 tail prob.)")
     bottom.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
@@ -298,7 +324,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m app.evaluate") ->
     rows.to_csv(out / "test_scores.csv", index=False)
     if not args.no_plots:
         for combo in metrics["_meta"]["combos"]:
-            plot_combo(rows, combo, out / f"{combo}.png")
+            decision = metrics["_meta"]["decision_detector"]
+            missed = metrics[decision]["per_combo"][combo]["missed_events"]
+            plot_combo(rows, combo, out / f"{combo}.png", missed=missed)
     print(table)  # the CLI's answer
     log.info("wrote %s", out)
     return 0
