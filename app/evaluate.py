@@ -323,9 +323,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m app.evaluate") ->
     (out / "metrics.md").write_text(table + "\n")
     rows.to_csv(out / "test_scores.csv", index=False)
     if not args.no_plots:
+        decision = metrics[metrics["_meta"]["decision_detector"]]["per_combo"]
         for combo in metrics["_meta"]["combos"]:
-            decision = metrics["_meta"]["decision_detector"]
-            missed = metrics[decision]["per_combo"][combo]["missed_events"]
+            missed = decision[combo]["missed_events"]
             plot_combo(rows, combo, out / f"{combo}.png", missed=missed)
     print(table)  # the CLI's answer
     log.info("wrote %s", out)
