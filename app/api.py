@@ -49,7 +49,9 @@ class SystemConfig:
     label_col: str = "is_anomaly"
     split_col: str = "split"
     event_col: str = "event_id"
-    freq: str = "1h"
+    freq: str = "auto"
+    resample: str | None = None
+    values: str = "counts"
     train_frac: float = 0.70
     val_frac: float = 0.15
     threads: int | None = None
@@ -86,6 +88,8 @@ class SystemConfig:
                 "split_col": self.split_col,
                 "event_col": self.event_col,
                 "freq": self.freq,
+                "resample": self.resample,
+                "values": self.values,
                 "train_frac": self.train_frac,
                 "val_frac": self.val_frac,
                 "combos": self.combos,

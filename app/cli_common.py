@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from app import PROJECT_ROOT
-from app.data import ColumnSpec, load_counts
+from app.data import RESAMPLE_METHODS, VALUE_KINDS, ColumnSpec, load_counts
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +54,24 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--freq",
-        default="1h",
-        help="regular frequency of the series, e.g. 1h, 30min, 5min (default: %(default)s)",
+        default="auto",
+        help="time step of the series, e.g. 1h, 30min, 5min, 1min; auto = the most common "
+        "step between consecutive timestamps, printed when loading (default: %(default)s)",
+    )
+    group.add_argument(
+        "--resample",
+        choices=RESAMPLE_METHODS,
+        default=None,
+        help="aggregate irregular or repeated timestamps onto the --freq grid: sum (counts), "
+        "mean or last (default: off; off-grid or repeated timestamps are an error)",
+    )
+    group.add_argument(
+        "--values",
+        choices=VALUE_KINDS,
+        default="counts",
+        help="counts: non-negative counts (log-scaled models, multiplicative injected "
+        "spikes/dips); real: any numbers, e.g. already normalised KPIs or rates (no log "
+        "transform, injections in units of the series' spread) (default: %(default)s)",
     )
     group.add_argument(
         "--train-frac",
@@ -92,7 +108,13 @@ def load_from_args(args: argparse.Namespace) -> pd.DataFrame:
         anomaly_type=default.anomaly_type,
     )
     frame = load_counts(
-        args.data_path, columns, freq=args.freq, train_frac=args.train_frac, val_frac=args.val_frac
+        args.data_path,
+        columns,
+        freq=args.freq,
+        train_frac=args.train_frac,
+        val_frac=args.val_frac,
+        resample=getattr(args, "resample", None),
+        values=getattr(args, "values", "counts"),
     )
     if args.combos:
         known = set(frame["combo"].unique())

@@ -133,7 +133,7 @@ class StreamSettings(BaseSettings):
     n_samples: int | None = Field(default=None, ge=1)  # None = the value the model was trained with
     torch_threads: int = Field(default=1, ge=1)
     ship_models: bool | None = None  # None = when SPARK_MASTER is not local
-    step_seconds: int = Field(default=3600, ge=1)
+    step_seconds: int | None = Field(default=None, ge=1)  # None = the models' step
     max_message_bytes: int = Field(default=10_000, ge=100)
     max_count: int = Field(default=1_000_000_000, ge=1)
     min_hour_epoch_s: int = 946_684_800  # 2000-01-01T00:00:00Z
@@ -142,3 +142,8 @@ class StreamSettings(BaseSettings):
     max_offsets_per_trigger: int | None = Field(default=None, ge=1)
     trigger_interval_ms: int = Field(default=1000, ge=0)
     trigger_available_now: bool = False
+
+    def resolved_step_seconds(self) -> int:
+        """The grid step in seconds: ``STEP_SECONDS``, else hourly until the job reads the
+        models' own step (``ModelRegistry.step_seconds``)."""
+        return int(self.step_seconds) if self.step_seconds is not None else 3600

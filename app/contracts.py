@@ -92,6 +92,7 @@ class ScoredHour(BaseModel):
     count: float | None = None
     score: float | None = None
     threshold: float | None = None
+    false_alarms_per_day: float | None = None  # the threshold's expected rate (validation)
     is_anomaly: bool | None = None
     direction: str | None = None  # "spike" | "dip" when flagged
     expected: float | None = None

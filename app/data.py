@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -159,12 +159,19 @@ def parse_freq(freq: str) -> pd.Timedelta:
     return step
 
 
+RESAMPLE_METHODS: tuple[str, ...] = ("sum", "mean", "last")
+VALUE_KINDS: tuple[str, ...] = ("counts", "real")
+
+
 def load_counts(
     path: str | Path,
     columns: ColumnSpec = ColumnSpec(),  # frozen, so a shared default is safe
     freq: str = "1h",
     train_frac: float = 0.70,
     val_frac: float = 0.15,
+    *,
+    resample: str | None = None,
+    values: str = "counts",
 ) -> pd.DataFrame:
     """Read a long CSV of counts into the grid frame (see the module docstring).
 
@@ -175,11 +182,20 @@ def load_counts(
     columns
         Which columns hold what; see ``ColumnSpec`` for the optional-column rule.
     freq
-        Step of the grid (fixed pandas frequency: ``"1h"``, ``"30min"``, ...).  Every
-        timestamp must sit on it (counted from the Unix epoch, in UTC).
+        Step of the grid (fixed pandas frequency: ``"1h"``, ``"30min"``, ...), or
+        ``"auto"``: the most common step between consecutive timestamps (logged).  Every
+        timestamp must sit on it (counted from the Unix epoch, in UTC) unless
+        ``resample`` is given.
     train_frac, val_frac
         Only when the file has no split column: the first ``train_frac`` of each
         series' grid is ``train``, the next ``val_frac`` is ``val``, the rest ``test``.
+    resample
+        ``None`` (default): off-grid or repeated timestamps are an error.  ``"sum"``
+        (counts), ``"mean"`` or ``"last"``: rows are moved to the start of their grid
+        step and the rows sharing a step are aggregated (labels: any; logged).
+    values
+        ``"counts"`` (default): values must be >= 0.  ``"real"``: any finite number
+        (already normalised KPIs, rates, temperatures).
 
     Returns
     -------
@@ -196,7 +212,12 @@ def load_counts(
     ValueError
         Bad ``freq`` or fractions.
     """
-    step = parse_freq(freq)
+    if resample is not None and resample not in RESAMPLE_METHODS:
+        raise ValueError(f"resample={resample!r} is not one of {RESAMPLE_METHODS} (or None)")
+    if values not in VALUE_KINDS:
+        raise ValueError(f"values={values!r} is not one of {VALUE_KINDS}")
+    if freq != "auto":
+        parse_freq(freq)
     if not (0.0 < train_frac < 1.0 and 0.0 <= val_frac < 1.0 and train_frac + val_frac <= 1.0):
         raise ValueError(
             f"train_frac={train_frac!r}, val_frac={val_frac!r}: need 0 < train_frac < 1, "
@@ -219,12 +240,20 @@ def load_counts(
 
     time_col, value_col = columns.time, columns.value  # required: checked above
     times = _parse_times(raw[time_col], path, time_col, keys, lines)
-    values, empty = _parse_values(raw[value_col], path, value_col, keys, times, lines)
+    parsed, empty = _parse_values(
+        raw[value_col], path, value_col, keys, times, lines, allow_negative=values == "real"
+    )
+    if freq == "auto":
+        from app.timebase import infer_freq
+
+        freq = infer_freq(times, keys)
+        log.info("%s: time step inferred from the data: freq=%s (--freq sets it)", path, freq)
+    step = parse_freq(freq)
     frame = pd.DataFrame(
         {
             "timestamp": times,
             "combo": keys.astype(object),
-            "value": values,
+            "value": parsed,
             "line": lines,
         }
     )
@@ -238,6 +267,8 @@ def load_counts(
     if used["split"]:
         frame["split"] = _parse_splits(raw[used["split"]], path, used["split"], lines)
 
+    if resample is not None:
+        frame = _resample(frame, step, resample, path, has_split=bool(used["split"]))
     _check_unique(frame, path)
     _check_aligned(frame, step, freq, path)
     frame = frame.sort_values(["combo", "timestamp"], kind="stable").reset_index(drop=True)
@@ -250,7 +281,11 @@ def load_counts(
     ]
     out = pd.concat(parts, ignore_index=True)[list(FRAME_COLUMNS)]
     out.attrs.update(
-        source=str(path), freq=freq, split_source="file" if used["split"] else "fractions"
+        source=str(path),
+        freq=freq,
+        step_seconds=int(step.total_seconds()),
+        values=values,
+        split_source="file" if used["split"] else "fractions",
     )
     _log_summary(out, path, n_rows=len(raw), n_empty=int(empty.sum()))
     return out
@@ -384,7 +419,12 @@ def events_from_labels(
 
 
 def check_min_length(
-    frame: pd.DataFrame, window: int, min_train_points: int, split: str = "train", hint: str = ""
+    frame: pd.DataFrame,
+    window: int,
+    min_train_points: int,
+    split: str = "train",
+    hint: str = "",
+    step_seconds: int | None = None,
 ) -> dict[str, int]:
     """Make sure every combo has enough observed steps in ``split`` to train on.
 
@@ -402,6 +442,8 @@ def check_min_length(
         The split to count in (default ``train``).
     hint
         Appended to the error: what the user can change to need fewer steps.
+    step_seconds
+        The grid's step; the error then states the lengths in time as well.
 
     Returns
     -------
@@ -420,11 +462,16 @@ def check_min_length(
     counts = {str(c): int(observed.get(c, 0)) for c in combos}
     short = {c: n for c, n in counts.items() if n < need}
     if short:
-        listed = ", ".join(f"{c!r} has {n}" for c, n in short.items())
+        from app.timebase import TimeBase
+
+        def steps(n: int) -> str:
+            return TimeBase(step_seconds).describe(n) if step_seconds else f"{n} steps"
+
+        listed = ", ".join(f"{c!r} has {steps(n)}" for c, n in short.items())
         raise DataError(
-            f"series too short to train on: {listed} observed {split} steps; each needs at "
-            f"least {need} (max of min_train_points={min_train_points} and window={window})"
-            + (f"; {hint}" if hint else "")
+            f"series too short to train on: {listed} of observed {split} data; each needs at "
+            f"least {steps(need)} (max of min_train_points={min_train_points} and "
+            f"window={window})" + (f"; {hint}" if hint else "")
         )
     return counts
 
@@ -507,6 +554,8 @@ def _parse_values(
     keys: pd.Series,
     times: pd.Series,
     lines: NDArray[np.int64],
+    *,
+    allow_negative: bool = False,
 ) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
     """Counts as float64; empty cells become NaN (missing). Returns (values, empty)."""
     text = raw.str.strip()
@@ -524,8 +573,11 @@ def _parse_values(
     if not_number.any():
         fail(not_number, "is not a finite number")
     negative = ~empty & (values < 0)
-    if negative.any():
-        fail(negative, "is negative (counts must be >= 0)")
+    if negative.any() and not allow_negative:
+        fail(
+            negative,
+            "is negative (counts must be >= 0; pass --values real for values that are not counts)",
+        )
     return values, empty
 
 
@@ -564,7 +616,8 @@ def _check_unique(frame: pd.DataFrame, path: Path) -> None:
     raise ContractError(
         f"{path}: duplicate rows for combo {first['combo']!r} at "
         f"{first['timestamp'].isoformat()} (lines {same['line'].tolist()}); "
-        f"{n_pairs} (combo, timestamp) pair(s) repeat. Aggregate or drop duplicates first"
+        f"{n_pairs} (combo, timestamp) pair(s) repeat. Pass --resample sum (counts), mean "
+        "or last to aggregate them onto the grid, or drop duplicates first"
     )
 
 
@@ -576,8 +629,58 @@ def _check_aligned(frame: pd.DataFrame, step: pd.Timedelta, freq: str, path: Pat
         raise ContractError(
             f"{path}: line {frame['line'].iloc[i]}: timestamp {ts.iloc[i].isoformat()} "
             f"(combo {frame['combo'].iloc[i]!r}) is not on the freq={freq!r} grid; "
-            f"{int(off.sum())} row(s) like this. Pass the data's real freq, or resample first"
+            f"{int(off.sum())} row(s) like this. Pass the data's real freq (or --freq auto), or "
+            "--resample sum|mean|last to aggregate onto the grid"
         )
+
+
+def _resample(
+    frame: pd.DataFrame, step: pd.Timedelta, method: str, path: Path, *, has_split: bool
+) -> pd.DataFrame:
+    """Rows moved to the start of their grid step; rows sharing a (combo, step) merged.
+
+    Values: ``method`` over the present ones (a step whose rows are all empty stays
+    missing); labels: any; event id and anomaly type: the first non-empty; split: the
+    earliest (train before val before test) of the merged rows.
+    """
+    frame = frame.copy()
+    moved = frame["timestamp"] != frame["timestamp"].dt.floor(step)
+    frame["timestamp"] = frame["timestamp"].dt.floor(step)
+    frame = frame.sort_values(["combo", "timestamp", "line"], kind="stable")
+    groups = frame.groupby(["combo", "timestamp"], sort=False)
+    sizes = groups["line"].transform("size")
+    n_merged = int((sizes > 1).sum())
+
+    def total(v: pd.Series) -> float:
+        return float(v.sum(min_count=1))
+
+    agg: dict[str, Any] = {
+        "value": pd.NamedAgg("value", total if method == "sum" else method),
+        "line": pd.NamedAgg("line", "first"),
+        "is_anomaly": pd.NamedAgg("is_anomaly", "max"),
+        "event_id": pd.NamedAgg("event_id", "max"),
+        "anomaly_type": pd.NamedAgg("anomaly_type", "max"),
+    }
+    if has_split:
+        frame["_rank"] = frame["split"].map({s: i for i, s in enumerate(SPLITS)})
+        agg["_rank"] = pd.NamedAgg("_rank", "min")
+    out = frame.groupby(["combo", "timestamp"], sort=False).agg(**agg).reset_index()
+    if has_split:
+        out["split"] = out["_rank"].map(dict(enumerate(SPLITS))).astype(object)
+        out = out.drop(columns="_rank")
+    out["is_anomaly"] = out["is_anomaly"].astype(bool)
+    log.info(
+        "%s: --resample %s onto %s steps: %d row(s) moved to their step's start, %d row(s) "
+        "merged, %d -> %d rows",
+        path,
+        method,
+        step,
+        int(moved.sum()),
+        n_merged,
+        len(frame),
+        len(out),
+    )
+    return out
 
 
 def _check_split_order(frame: pd.DataFrame, path: Path) -> None:
@@ -647,7 +750,9 @@ def _log_summary(out: pd.DataFrame, path: Path, *, n_rows: int, n_empty: int) ->
         share = row["sum"] / row["size"]
         if share > 0.2:
             log.warning(
-                "combo %r: %d of %d grid steps are missing (%.0f%%): wrong freq?",
+                "combo %r: %d of %d grid steps are missing (%.0f%%): wrong freq? (an "
+                "irregular series trains better resampled onto a coarser grid, e.g. "
+                "--freq 5min --resample sum)",
                 combo,
                 row["sum"],
                 row["size"],

@@ -29,6 +29,7 @@ from app.pipeline import ComboSeries, baseline_positions, calibrate_scores
 from app.postprocess.calibrate import EmpiricalCalibrator
 from app.registry import ModelRegistry
 from app.scoring import score_frame
+from app.timebase import TimeBase
 
 log = logging.getLogger(__name__)
 
@@ -43,16 +44,25 @@ def model_root(path: Path) -> Path:
 def score_test(
     frame: pd.DataFrame, registry: ModelRegistry, window: int, max_gap: int
 ) -> pd.DataFrame:
-    """Scored records for every hour from shortly before the test split to its end."""
+    """Scored records for every step from shortly before the test split to its end
+    (``window`` in steps, ``max_gap`` in hours)."""
+    tb = TimeBase(int(frame.attrs.get("step_seconds", 3600)))
+    gap_steps = tb.hours_to_steps(max_gap)
     parts = []
     for _, series in frame.groupby("combo", sort=True):
         test = series[series["split"] == "test"]
         if test.empty:
             continue
-        start = test["timestamp"].min() - pd.Timedelta(hours=window + max_gap + 48)
+        start = test["timestamp"].min() - tb.duration(window + gap_steps + 2 * tb.day)
         parts.append(series[series["timestamp"] >= start])
     context = pd.concat(parts, ignore_index=True)
-    return score_frame(context, registry, window=window, max_gap_steps=max_gap)
+    return score_frame(
+        context,
+        registry,
+        window=window,
+        max_gap_steps=gap_steps,
+        step_seconds=tb.step_seconds,
+    )
 
 
 def evaluate(
@@ -73,7 +83,7 @@ def evaluate(
     if not combos:
         raise AnomalyError(f"no trained model under {root} matches the data's combos")
     frame = frame[frame["combo"].isin(combos)]
-    window = registry.bundle(combos[0]).window
+    window = registry.window()
     scored = score_test(frame, registry, window, max_gap)
     used = registry.effective_detector()
 
@@ -111,6 +121,7 @@ def evaluate(
                 event_ids=ids,
                 valid=valid,
                 timestamps=stamps,
+                step_hours=series.step_seconds / 3600,
             )
 
         def base_fn(values: Any, positions: Any, s: ComboSeries = series) -> Any:
@@ -137,6 +148,7 @@ def evaluate(
             event_ids=ids,
             valid=valid,
             timestamps=stamps,
+            step_hours=series.step_seconds / 3600,
         )
         rows.append(
             pd.DataFrame(

@@ -30,6 +30,7 @@ from app.evaluation import evaluate_series
 from app.postprocess.calibrate import EmpiricalCalibrator
 from app.postprocess.threshold import choose_threshold, inject_anomalies
 from app.streaming.state import window_seed
+from app.timebase import TimeBase
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,11 @@ class ComboSeries:
     event_ids: NDArray[np.str_]
     split: NDArray[np.str_]
     step_seconds: int
+    value_kind: str = "counts"  # "counts" or "real" (app.data.VALUE_KINDS)
+
+    @property
+    def timebase(self) -> TimeBase:
+        return TimeBase(self.step_seconds)
 
     @classmethod
     def from_frame(cls, frame: pd.DataFrame, combo: str) -> ComboSeries:
@@ -84,7 +90,9 @@ class ComboSeries:
                 f"combo {combo!r} is not in the data (combos: {sorted(frame['combo'].unique())})"
             )
         ts = pd.DatetimeIndex(part["timestamp"])
-        step = int((ts[1] - ts[0]).total_seconds()) if len(ts) > 1 else 3600
+        step = frame.attrs.get("step_seconds")
+        if step is None:
+            step = int((ts[1] - ts[0]).total_seconds()) if len(ts) > 1 else 3600
         return cls(
             combo=combo,
             timestamps=ts,
@@ -92,7 +100,8 @@ class ComboSeries:
             labels=part["is_anomaly"].to_numpy(dtype=bool),
             event_ids=part["event_id"].astype(str).to_numpy(),
             split=part["split"].astype(str).to_numpy(),
-            step_seconds=step,
+            step_seconds=int(step),
+            value_kind=str(frame.attrs.get("values", "counts")),
         )
 
     def positions(self, split: str) -> NDArray[np.intp]:
@@ -197,14 +206,20 @@ def train_detector(
     val[series.labels[series.positions("val")]] = np.nan
     cls = detector_class(name)
     detector = cls(params, device=device) if params is not None else cls(device=device)
+    w = int(detector.params.window)
+    if np.isfinite(val).sum() < 2 * w and not getattr(detector.params, "reference_weeks", 0):
+        # A short validation split (a short history): its windows reach back into the
+        # last training steps, so its first steps validate too.
+        val = np.concatenate([train[-(w - 1) :], val])
     n_train = int(np.isfinite(train).sum())
     need = min_train_points(detector)
     if n_train < need:
         hint = reference_hint(detector)
+        tb = series.timebase
         raise DataError(
-            f"series {series.combo!r} has {n_train} observed training points; at least "
-            f"{need} are needed (3 windows of {detector.params.window})"
-            + (f"; {hint}" if hint else "")
+            f"series {series.combo!r} has {tb.describe(n_train)} of observed training data; "
+            f"at least {tb.describe(need)} are needed (3 windows of "
+            f"{tb.describe(detector.params.window)})" + (f"; {hint}" if hint else "")
         )
     report = detector.fit(
         train,
@@ -235,10 +250,55 @@ DEFAULT_TIES = "highest"  # which of equally good validation thresholds to take
 # copies, the less the threshold depends on which injections were drawn
 # (experiments/threshold_ties.py --spread; TECHNICAL.md "Choosing thresholds").
 DEFAULT_INJECT_COPIES = 8
+#: The alarm budget: no threshold may flag more than this share of the clean validation
+#: steps (0.5 %: about 7 steps a day at 1-minute steps, one every 8 days at hourly ones).
+DEFAULT_ALARM_BUDGET = 0.005
+
+
+def noise_scale(values: NDArray[np.float64]) -> float:
+    """A robust step-to-step spread of a series (1.4826 · MAD of its first differences
+    / √2), the unit of injected events for values that are not counts.
+
+    Examples
+    --------
+    >>> round(noise_scale(np.array([0.0, 1.0, 0.0, 1.0, 0.0])), 3)  # steps of ±1
+    1.048
+    """
+    x = values[np.isfinite(values)]
+    d = np.diff(x)
+    if d.size == 0:
+        return 1.0
+    mad = float(np.median(np.abs(d - np.median(d))))
+    scale = float(1.4826 * mad / np.sqrt(2.0))
+    if scale > 0:
+        return scale
+    spread = float(np.std(x))
+    return spread if spread > 0 else 1.0
+
+
+def injection_gap(n: int, n_inject: int, day: int, longest: int = 3) -> int:
+    """Steps kept between injected events: a day of steps where ``n_inject`` events fit
+    that far apart in ``n`` steps, else a quarter of the even spacing (random placement
+    needs room to spare).
+
+    Examples
+    --------
+    >>> injection_gap(672, 12, 24), injection_gap(3600, 12, 1440)
+    (24, 75)
+    """
+    if n >= 2 * n_inject * day:
+        return day
+    return max(longest, n // (4 * max(n_inject, 1)))
 
 
 def injected_copy(
-    score_fn: ScoreFn, series: ComboSeries, positions: NDArray[np.intp], seed: int, n_inject: int
+    score_fn: ScoreFn,
+    series: ComboSeries,
+    positions: NDArray[np.intp],
+    seed: int,
+    n_inject: int,
+    *,
+    quiet: bool = False,
 ) -> tuple[NDArray[np.float64], NDArray[np.bool_], NDArray[np.int64]]:
     """Raw scores at ``positions`` once ``n_inject`` spikes/dips are injected there.
 
@@ -251,11 +311,15 @@ def injected_copy(
         outside the injected events).
     """
     protect = series.labels[positions] | ~np.isfinite(series.values[positions])
+    part = series.values[positions]
     injected_val, inj_labels, inj_ids = inject_anomalies(
-        series.values[positions],
+        part,
         np.random.default_rng(seed),
         n_events=n_inject,
         protect=protect,
+        min_gap_steps=injection_gap(len(part), n_inject, series.timebase.day),
+        additive_scale=noise_scale(part) if series.value_kind == "real" else None,
+        quiet=quiet,
     )
     injected = series.values.copy()
     injected[positions] = injected_val
@@ -292,7 +356,7 @@ def validation_set(
         # Copy 0 keeps the seed it had before there were several copies.
         purpose = "inject" if k == 0 else f"inject{k}"
         inj, inj_labels, inj_ids = injected_copy(
-            score_fn, series, pos, derive_seed(seed, series.combo, purpose), n_inject
+            score_fn, series, pos, derive_seed(seed, series.combo, purpose), n_inject, quiet=k > 0
         )
         tag = "" if k == 0 else str(k)
         copy_ids = np.where(labels_real, f"copy{tag}:" + series.event_ids[pos], "")
@@ -347,8 +411,10 @@ def best_threshold(
     step_hours: float,
     min_precision: float | None = None,
     ties: str = DEFAULT_TIES,
+    max_flag_share: float | None = DEFAULT_ALARM_BUDGET,
 ) -> Any:
-    """The threshold on ``scores`` (aligned with ``vset``) that maximises ``objective``."""
+    """The threshold on ``scores`` (aligned with ``vset``) that maximises ``objective``,
+    within the alarm budget on the clean validation steps (``None``: no budget)."""
     return choose_threshold(
         scores,
         vset.labels,
@@ -358,6 +424,8 @@ def best_threshold(
         step_hours=step_hours,
         min_precision=min_precision,
         ties=ties,
+        clean=None if max_flag_share is None else vset.clean,
+        max_flag_share=max_flag_share,
     )
 
 
@@ -371,6 +439,7 @@ def calibrate_scores(
     objective: str = "event_f1",
     min_precision: float | None = None,
     ties: str = DEFAULT_TIES,
+    max_flag_share: float | None = DEFAULT_ALARM_BUDGET,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Fit a calibrator and choose a threshold on the validation split only.
 
@@ -395,6 +464,7 @@ def calibrate_scores(
         step_hours=step_hours,
         min_precision=min_precision,
         ties=ties,
+        max_flag_share=max_flag_share,
     )
     real_raw = vset.raw[: vset.n_real]
     finite = real_raw[np.isfinite(real_raw)]
@@ -410,6 +480,8 @@ def calibrate_scores(
         "n_injected_copies": copies,
         "ties": ties,
         "calibration_split": "val",
+        "alarm_budget": max_flag_share,
+        "operating_point": choice.operating_point,
     }
     cal_real = calibrated[: vset.n_real]
     metrics = evaluate_series(
@@ -434,6 +506,7 @@ def fit_ensemble(
     objective: str = "event_f1",
     min_precision: float | None = None,
     ties: str = DEFAULT_TIES,
+    max_flag_share: float | None = DEFAULT_ALARM_BUDGET,
 ) -> dict[str, Any]:
     """Choose how to merge the two calibrated scores of one combo, on validation only.
 
@@ -470,9 +543,15 @@ def fit_ensemble(
             step_hours=step_hours,
             min_precision=min_precision,
             ties=ties,
+            max_flag_share=max_flag_share,
         )
         tried.append(
-            {**candidate, "threshold": float(choice.threshold), "objective_value": choice.value}
+            {
+                **candidate,
+                "threshold": float(choice.threshold),
+                "objective_value": choice.value,
+                "operating_point": choice.operating_point,
+            }
         )
 
     def rank(entry: dict[str, Any]) -> tuple[float, float]:
@@ -482,7 +561,113 @@ def fit_ensemble(
     best = max(tried, key=rank)
     return {
         **best,
+        "alarm_budget": max_flag_share,
         "objective": objective,
         "chosen_on": "val (real + injected)",
         "candidates": tried,
     }
+
+
+#: The longest window (network window plus reference history) that defaults pick: each
+#: window is held in the stream's state and scored as one row, so a weekly reference of
+#: 5-minute steps (2,016 a week) is left to ``--reference-weeks`` rather than chosen.
+MAX_DEFAULT_WINDOW_STEPS = 4096
+#: The network window defaults to one week of steps, at most this many and at least
+#: ``MIN_WINDOW_STEPS`` (168 = one week of hours; a 5-minute window of 168 steps is 14 h).
+MAX_NETWORK_WINDOW_STEPS = 168
+MIN_WINDOW_STEPS = 16
+#: Reference weeks tried, most first; two weeks measured much worse than none (TECHNICAL).
+REFERENCE_WEEKS_CHOICES = (4, 3)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One setting ``app.train`` chose for a series, and why (logged, in ``meta.json``)."""
+
+    name: str
+    value: Any
+    why: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "value": self.value, "why": self.why}
+
+
+def fit_to_history(
+    name: str,
+    base: Any,
+    *,
+    timebase: TimeBase,
+    n_train: int | None,
+    value_kind: str = "counts",
+    explicit: frozenset[str] = frozenset(),
+    preset: bool = False,
+) -> tuple[dict[str, Any], list[Choice]]:
+    """Parameter updates that make ``base`` (a detector's params) fit one series.
+
+    Periods are set in time and converted to the series' steps; the network window and
+    the reference weeks shrink to what ``n_train`` observed training steps can hold
+    (three network windows of training data beyond the reference history, and one more
+    week for a reference); ``n_train=None`` (history unknown) keeps the model's
+    reference. Names in ``explicit`` were set by the user and are kept; a ``preset``
+    (``--tiny``) keeps its window unless it does not fit.
+
+    Examples
+    --------
+    >>> from app.detectors.fcvae import FCVAEParams
+    >>> upd, why = fit_to_history("fcvae", FCVAEParams(), timebase=TimeBase(300), n_train=900)
+    >>> upd["window"], upd["reference_weeks"], upd["clean_period"]
+    (168, 0, 288)
+    """
+    fields = type(base).model_fields
+    update: dict[str, Any] = {}
+    choices: list[Choice] = []
+    tb = timebase
+
+    def choose(field: str, value: Any, why: str) -> None:
+        if field in fields and field not in explicit:
+            update[field] = value
+            choices.append(Choice(field, value, why))
+
+    if "clean_period" in fields:
+        choose("clean_period", tb.day, f"one day of {tb.step_seconds}-s steps")
+    if value_kind == "real":
+        choose("log_transform", False, "--values real: values are not counts")
+    window = int(base.window)
+    if "window" not in explicit:
+        why = "the model's default"
+        if name == "fcvae" and not preset:
+            window = max(MIN_WINDOW_STEPS, min(MAX_NETWORK_WINDOW_STEPS, tb.week))
+            why = f"one week of steps, at most {MAX_NETWORK_WINDOW_STEPS}"
+        if n_train is not None and n_train < 3 * window:
+            floor = MIN_WINDOW_STEPS if name == "fcvae" else MIN_WINDOW_STEPS // 2
+            window = max(floor, n_train // 3)
+            why = f"3 windows must fit in the {tb.describe(n_train)} of training data"
+        choose("window", window, why)
+    if (
+        "reference_weeks" in fields
+        and "reference_weeks" not in explicit
+        and base.reference_weeks
+        and n_train is not None
+    ):
+        weeks = 0
+        for k in REFERENCE_WEEKS_CHOICES:
+            if k > base.reference_weeks:
+                continue
+            total = k * tb.week + window
+            if total <= MAX_DEFAULT_WINDOW_STEPS and n_train >= total + 2 * window + tb.week:
+                weeks = k
+                break
+        if weeks:
+            why = f"{weeks} weeks fit in the training data ({tb.describe(n_train)})"
+        else:
+            need = REFERENCE_WEEKS_CHOICES[-1] * tb.week + 3 * window + tb.week
+            why = (
+                f"too little history for a same-hour-of-week reference: "
+                f"{REFERENCE_WEEKS_CHOICES[-1]} weeks need {tb.describe(need)} of training "
+                f"data, this series has {tb.describe(n_train)}"
+                if need > n_train
+                else f"{REFERENCE_WEEKS_CHOICES[-1]} weeks of {tb.week} steps exceed the "
+                f"{MAX_DEFAULT_WINDOW_STEPS}-step window limit (--reference-weeks sets it)"
+            )
+        choose("reference_weeks", weeks, why)
+    return update, choices

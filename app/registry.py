@@ -139,6 +139,20 @@ class ModelRegistry:
                 )
         return combos
 
+    def step_seconds(self) -> int:
+        """The time step the models were trained at (``training.step_seconds`` in their
+        ``meta.json``; hourly for artifacts that predate it). One step for all combos."""
+        steps = {
+            int(self.bundle(combo).fcvae_meta.get("training", {}).get("step_seconds") or 3600)
+            for combo in self.check()
+        }
+        if len(steps) > 1:
+            raise ArtifactError(
+                f"the models under {self.model_path} were trained at different time steps "
+                f"{sorted(steps)} s; serve each step from its own MODEL_PATH and topic"
+            )
+        return steps.pop()
+
     def window(self) -> int:
         """The longest window any combo's bundle needs (the stream keeps this many hours)."""
         return max(self.bundle(combo).window for combo in self.check())

@@ -23,6 +23,7 @@ from app.errors import AnomalyError
 from app.evaluate import model_root
 from app.registry import ModelRegistry
 from app.scoring import score_frame
+from app.timebase import TimeBase, freq_string
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-gap-hours",
         type=int,
         default=DEFAULT_MAX_GAP_HOURS,
-        help="longest gap bridged before a window resets (as MAX_GAP_HOURS)",
+        help="longest gap, in hours, bridged before a window resets (as MAX_GAP_HOURS; "
+        "converted to steps of the data's time step)",
     )
     parser.add_argument(
         "--n-samples", type=int, default=None, help="latent draws per window (default: the model's)"
@@ -89,8 +91,23 @@ def main(argv: list[str] | None = None) -> int:
                 f"no model for combos {unknown} under {args.model_dir} "
                 f"(trained: {known}); train them or pass --combos"
             )
-        window = registry.bundle(known[0]).window
-        scored = score_frame(frame, registry, window=window, max_gap_steps=args.max_gap_hours)
+        timebase = TimeBase(int(frame.attrs.get("step_seconds", 3600)))
+        trained = registry.step_seconds()
+        if trained != timebase.step_seconds:
+            raise AnomalyError(
+                f"the models under {args.model_dir} were trained at {trained}-s steps but "
+                f"{args.data_path} is on {timebase.step_seconds}-s steps; pass --freq "
+                f"{freq_string(trained)} (with --resample sum if the file is finer) or "
+                "retrain on this data"
+            )
+        window = registry.window()  # the stream keeps the longest window of any combo
+        scored = score_frame(
+            frame,
+            registry,
+            window=window,
+            max_gap_steps=timebase.hours_to_steps(args.max_gap_hours),
+            step_seconds=timebase.step_seconds,
+        )
     except AnomalyError as exc:
         log.error("%s", exc)
         return 1
@@ -105,12 +122,14 @@ def main(argv: list[str] | None = None) -> int:
         if c not in LEADING and c not in ("hour", "scored_at", "produced_at")
     ]
     scored[LEADING + rest].to_csv(args.output, index=False)
-    n_flag = int(scored["is_anomaly"].fillna(False).astype(bool).sum())
+    n_flag = int(scored["is_anomaly"].eq(True).sum())
     log.info(
-        "wrote %d hours (%d scored, %d flagged) to %s",
+        "wrote %d steps of %d s (%d scored, %d flagged, %d warming up) to %s",
         len(scored),
+        timebase.step_seconds,
         int((scored["status"] == "scored").sum()),
         n_flag,
+        int((scored["status"] == "warming_up").sum()),
         args.output,
     )
     return 0

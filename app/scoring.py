@@ -90,6 +90,7 @@ def combine_bundle_scores(
     low, high = getattr(details, "expected_low", None), getattr(details, "expected_high", None)
     out["expected"], out["expected_low"], out["expected_high"] = expected, low, high
 
+    vdecision: dict[str, Any] = {}
     if bundle.vaegan is not None:
         # Each detector sees its own window length: the newest hours of the bundle's window.
         vdetails = bundle.vaegan.score_details(
@@ -108,12 +109,18 @@ def combine_bundle_scores(
         )
         out["threshold"] = np.full(len(last), float(bundle.ensemble["threshold"]))
     elif bundle.detector == "vaegan":
-        vdecision = bundle.vaegan_meta.get("decision", {})
         out["score"] = out["vaegan_calibrated"]
         out["threshold"] = np.full(len(last), float(vdecision["threshold_calibrated"]))
     else:
         out["score"] = out["fcvae_calibrated"]
         out["threshold"] = np.full(len(last), float(decision["threshold_calibrated"]))
+    op = (
+        bundle.ensemble.get("operating_point")
+        if bundle.detector == "ensemble"
+        else (vdecision if bundle.detector == "vaegan" else decision).get("operating_point")
+    )
+    rate = (op or {}).get("alarm_runs_per_day")
+    out["false_alarms_per_day"] = np.full(len(last), np.nan if rate is None else float(rate))
     out["is_anomaly"] = out["score"] > out["threshold"]
     out["direction"] = np.where(out["is_anomaly"], np.where(last >= expected, "spike", "dip"), None)
     return out

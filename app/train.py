@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from app import PROJECT_ROOT
 from app.cli_common import (
     add_data_arguments,
@@ -29,18 +31,23 @@ from app.cli_common import (
 from app.data import check_min_length
 from app.errors import AnomalyError, DataError
 from app.pipeline import (
+    DEFAULT_ALARM_BUDGET,
     DEFAULT_INJECT_COPIES,
     DEFAULT_TIES,
+    MAX_DEFAULT_WINDOW_STEPS,
+    Choice,
     ComboSeries,
     calibrate_scores,
     detector_class,
     detector_score_fn,
+    fit_to_history,
     min_train_points,
     params_class,
     reference_hint,
     train_detector,
 )
 from app.postprocess.threshold import TIES
+from app.timebase import TimeBase
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +94,19 @@ def build_parser(
         default=None,
         help="epochs of linear KL annealing (FCVAE; default: model's)",
     )
-    model.add_argument("--window", type=int, default=None, help="window length W in steps")
+    model.add_argument(
+        "--window",
+        type=int,
+        default=None,
+        help="FCVAE network window W in steps (default: one week of steps, at most 168, "
+        "smaller where the history is short)",
+    )
+    model.add_argument(
+        "--vaegan-window",
+        type=int,
+        default=None,
+        help="VAE+GAN window in steps (default: model's, 24, smaller where the history is short)",
+    )
     model.add_argument(
         "--clean-k",
         type=float,
@@ -100,16 +119,17 @@ def build_parser(
         "--reference-weeks",
         type=int,
         default=None,
-        help="FCVAE: model each hour relative to the median of the same hour of the week "
+        help="FCVAE: model each step relative to the median of the same time of the week "
         "over this many previous weeks (windows grow by as many weeks); 0 turns it off "
-        "(default: model's, 4)",
+        "(default: 4 where the training data holds them and the window stays under "
+        f"{MAX_DEFAULT_WINDOW_STEPS} steps, else 3, else 0; meta.json says which and why)",
     )
     model.add_argument(
         "--log-transform",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="FCVAE: model log1p(counts), so that a -50%% dip weighs the same at night as at "
-        "the daily peak (default: model's, on)",
+        help="model log1p(counts), so that a -50%% dip weighs the same at night as at "
+        "the daily peak (default: on for --values counts, off for --values real)",
     )
     model.add_argument(
         "--set",
@@ -148,33 +168,65 @@ def build_parser(
         "(fewest alarms), middle (of the widest tied range: more recall, more false alarms) "
         "or lowest",
     )
+    model.add_argument(
+        "--alarm-budget",
+        type=float,
+        default=DEFAULT_ALARM_BUDGET,
+        help="largest share of clean validation steps any threshold may flag (the ensemble's "
+        "too); where no threshold within it catches an injected event, the threshold is the "
+        "budget's own; 0 = never flag a clean validation step",
+    )
     add_runtime_arguments(parser)
     return parser
 
 
-def _params(name: str, args: argparse.Namespace, step_seconds: int = 3600) -> Any:
-    base = detector_class(name).tiny_params() if args.tiny else params_class(name)()
+def _explicit(name: str, args: argparse.Namespace, base: Any) -> dict[str, Any]:
+    """The parameters the user set on the command line (kept as they are)."""
+    fields = type(base).model_fields
     update: dict[str, Any] = {}
-    if "clean_k" in type(base).model_fields:
-        update["clean_period"] = max(2, round(86_400 / step_seconds))  # steps per day
-        if args.clean_k is not None:
-            update["clean_k"] = args.clean_k or None
-    if args.reference_weeks is not None and "reference_weeks" in type(base).model_fields:
+    if args.clean_k is not None and "clean_k" in fields:
+        update["clean_k"] = args.clean_k or None
+    if args.reference_weeks is not None and "reference_weeks" in fields:
         update["reference_weeks"] = args.reference_weeks
-    if args.log_transform is not None and "log_transform" in type(base).model_fields:
+    if args.log_transform is not None and "log_transform" in fields:
         update["log_transform"] = args.log_transform
     if args.epochs is not None:
         update["epochs"] = args.epochs
-    if args.window is not None:
-        update["window"] = args.window
-    if args.kl_warmup_epochs is not None and "kl_warmup_epochs" in type(base).model_fields:
+    window = args.window if name == "fcvae" else getattr(args, "vaegan_window", None)
+    if window is not None:
+        update["window"] = window
+    if args.kl_warmup_epochs is not None and "kl_warmup_epochs" in fields:
         update["kl_warmup_epochs"] = args.kl_warmup_epochs
     update.update(parse_overrides(getattr(args, "overrides", []), type(base)))
+    return update
+
+
+def _params(
+    name: str,
+    args: argparse.Namespace,
+    step_seconds: int = 3600,
+    n_train: int | None = None,
+    value_kind: str = "counts",
+) -> tuple[Any, list[Choice]]:
+    """The params of detector ``name`` for one series: the defaults (or ``--tiny``) fitted
+    to its step and history (``fit_to_history``), then what the user set."""
+    base = detector_class(name).tiny_params() if args.tiny else params_class(name)()
+    explicit = _explicit(name, args, base)
+    fitted, choices = fit_to_history(
+        name,
+        base,
+        timebase=TimeBase(step_seconds),
+        n_train=n_train,
+        value_kind=value_kind,
+        explicit=frozenset(explicit),
+        preset=bool(args.tiny),
+    )
     # Validate the result (model_copy does not): a bad value fails here, naming the field.
     try:
-        return type(base).model_validate({**base.model_dump(), **update})
+        params = type(base).model_validate({**base.model_dump(), **fitted, **explicit})
     except ValueError as exc:  # pydantic's ValidationError
         raise DataError(f"invalid model parameters for {name}: {exc}") from exc
+    return params, choices
 
 
 def parse_overrides(items: list[str], params_type: Any) -> dict[str, Any]:
@@ -258,13 +310,24 @@ def calibration_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "n_inject": args.n_inject,
         "copies": args.inject_copies,
         "ties": args.threshold_ties,
+        "max_flag_share": getattr(args, "alarm_budget", DEFAULT_ALARM_BUDGET),
     }
 
 
 def train_one(
     name: str, series: ComboSeries, args: argparse.Namespace, device: str, out_dir: Path
 ) -> dict[str, Any]:
-    params = _params(name, args, series.step_seconds)
+    n_train = int(np.isfinite(series.values[series.positions("train")]).sum())
+    params, choices = _params(name, args, series.step_seconds, n_train, series.value_kind)
+    for choice in choices:
+        log.info(
+            "combo=%s detector=%s chose %s=%s: %s",
+            series.combo,
+            name,
+            choice.name,
+            choice.value,
+            choice.why,
+        )
     started = time.perf_counter()
     detector, report = train_detector(
         name, series, params=params, seed=args.seed, device=device, progress=progress_enabled(args)
@@ -277,6 +340,7 @@ def train_one(
     decision, val_metrics = calibrate_scores(
         detector_score_fn(detector, series), series, **calibration_kwargs(args)
     )
+    warn_if_budget_fallback(series.combo, name, decision)
     extra = {
         "combo": series.combo,
         "decision": decision,
@@ -288,6 +352,8 @@ def train_one(
             "train_span": series.span("train"),
             "val_span": series.span("val"),
             "step_seconds": series.step_seconds,
+            "values": series.value_kind,
+            "chosen": [c.to_dict() for c in choices],
             "report": report.to_dict(),
         },
         "validation_metrics": val_metrics,
@@ -300,7 +366,7 @@ def train_one(
     event = val_metrics["event"]
     log.info(
         "combo=%s detector=%s trained %d epochs in %.1fs (%.2fs/epoch); validation event "
-        "P/R/F1 = %s/%s/%s, threshold %.3f -> %s",
+        "P/R/F1 = %s/%s/%s, threshold %.3f (%s) -> %s",
         series.combo,
         name,
         report.epochs_run,
@@ -310,6 +376,7 @@ def train_one(
         event["recall"],
         event["f1"],
         decision["threshold_calibrated"],
+        describe_operating_point(decision.get("operating_point")),
         directory,
     )
     return {
@@ -319,7 +386,37 @@ def train_one(
         "epochs": report.epochs_run,
         "seconds_per_epoch": report.seconds_per_epoch,
         "validation_event": {k: event[k] for k in ("precision", "recall", "f1", "false_alarms")},
+        "operating_point": describe_operating_point(decision.get("operating_point")),
     }
+
+
+def describe_operating_point(op: dict[str, Any] | None) -> str:
+    """``"expected 0.4 false alarms/day (0.12% of clean validation steps flagged)"``."""
+    if not op:
+        return "no alarm budget"
+    runs = op.get("alarm_runs_per_day")
+    text = (
+        f"expected {runs:.2g} false alarms/day ({100 * op['flag_share']:.2g}% of clean "
+        f"validation steps flagged, budget {100 * op['max_flag_share']:.2g}%)"
+        if runs is not None and op.get("flag_share") is not None
+        else "operating point unknown"
+    )
+    return text + ("; FELL BACK to the alarm budget" if op.get("fallback") else "")
+
+
+def warn_if_budget_fallback(combo: str, name: str, decision: dict[str, Any]) -> None:
+    op = decision.get("operating_point") or {}
+    if op.get("fallback"):
+        log.warning(
+            "combo=%s detector=%s: no threshold within the alarm budget (%.2g%% of clean "
+            "validation steps) catches an injected validation event; its threshold is the "
+            "budget's (%.3f). The detector cannot separate spikes/dips from normal steps "
+            "on this series' validation data.",
+            combo,
+            name,
+            100 * float(op.get("max_flag_share") or 0),
+            decision["threshold_calibrated"],
+        )
 
 
 def write_ensemble(frame: Any, root: Path, args: argparse.Namespace) -> Path:
@@ -337,9 +434,10 @@ def write_ensemble(frame: Any, root: Path, args: argparse.Namespace) -> Path:
         vaegan = detector_class("vaegan").load(root / "vaegan" / combo)
         combos[combo] = fit_ensemble(series, fcvae, vaegan, **calibration_kwargs(args))
         log.info(
-            "combo=%s ensemble: %s",
+            "combo=%s ensemble: %s; %s",
             combo,
-            {k: v for k, v in combos[combo].items() if k != "candidates"},
+            {k: v for k, v in combos[combo].items() if k not in ("candidates", "operating_point")},
+            describe_operating_point(combos[combo].get("operating_point")),
         )
     path = root / "ensemble.json"
     payload = {
@@ -364,13 +462,18 @@ def run(args: argparse.Namespace, detectors: list[str], root_for: dict[str, Path
     # weeks' length) depend on it, as in train_one.
     step_seconds = ComboSeries.from_frame(frame, combos[0]).step_seconds if combos else 3600
     for name in detectors:
-        detector = detector_class(name)(_params(name, args, step_seconds))
-        check_min_length(
-            frame,
-            window=detector.window,
-            min_train_points=min_train_points(detector),
-            hint=reference_hint(detector),
-        )
+        for combo in combos:  # every combo long enough before any training starts
+            series = ComboSeries.from_frame(frame, combo)
+            n_train = int(np.isfinite(series.values[series.positions("train")]).sum())
+            params, _ = _params(name, args, step_seconds, n_train, series.value_kind)
+            detector = detector_class(name)(params)
+            check_min_length(
+                frame[frame["combo"] == combo],
+                window=detector.window,
+                min_train_points=min_train_points(detector),
+                hint=reference_hint(detector),
+                step_seconds=step_seconds,
+            )
         for combo in combos:
             series = ComboSeries.from_frame(frame, combo)
             summary.append(train_one(name, series, args, device, root_for[name]))

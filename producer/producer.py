@@ -53,7 +53,7 @@ class ProducerSettings(BaseSettings):
     time_column: str = "timestamp"
     key_column: str = "combo"
     value_column: str = "count"
-    freq: str = "1h"
+    freq: str = "auto"  # the data's time step; auto = inferred from its timestamps
     max_hours: int | None = Field(default=None, ge=1)
 
 
@@ -66,7 +66,9 @@ def load_replay(settings: ProducerSettings) -> pd.DataFrame:
     from app.data import ColumnSpec, load_counts
 
     columns = ColumnSpec(
-        time=settings.time_column, key=settings.key_column, value=settings.value_column
+        time=settings.time_column,
+        key=None if settings.key_column.lower() in ("", "none") else settings.key_column,
+        value=settings.value_column,
     )
     frame = load_counts(settings.data_path, columns, freq=settings.freq)
     if settings.combo:
@@ -94,11 +96,13 @@ def load_replay(settings: ProducerSettings) -> pd.DataFrame:
     replay = pd.concat(parts, ignore_index=True)
     replay = replay[~replay["missing"]]
     replay = replay.assign(count=replay["value"].round().astype("int64"))
-    return (
+    out = (
         replay[["timestamp", "combo", "count", "warmup"]]
         .sort_values(["timestamp", "combo"], kind="stable")
         .reset_index(drop=True)
     )
+    out.attrs["step_seconds"] = int(frame.attrs["step_seconds"])
+    return out
 
 
 def hours(replay: pd.DataFrame, loop: bool, step: pd.Timedelta) -> Iterator[pd.DataFrame]:
@@ -182,7 +186,7 @@ def run(settings: ProducerSettings, kafka: KafkaSettings, stop: threading.Event)
     )
     sent = 0
     try:
-        step = pd.Timedelta(settings.freq)
+        step = pd.Timedelta(seconds=int(replay.attrs.get("step_seconds", 3600)))
         for i, group in enumerate(hours(replay, settings.loop_data, step)):
             if stop.is_set() or (settings.max_hours and i >= settings.max_hours):
                 break

@@ -60,6 +60,7 @@ _COLUMN_NAMES = {
     "is_anomaly": "flagged",
     "direction": "direction",
     "flags_24h": "flags 24h",
+    "false_alarms_per_day": "false alarms/day (expected)",
 }
 
 #: Header counters: (key in the summary, label).

@@ -41,6 +41,7 @@ OVERVIEW_COLUMNS = (
     "expected",
     "score",
     "threshold",
+    "false_alarms_per_day",
     "flags_24h",
 )
 
@@ -78,7 +79,8 @@ def combo_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     frame["hour"] = pd.to_datetime(frame["hour"], utc=True)
     frame = frame.drop_duplicates(["combo", "hour"], keep="last")
     frame = frame.sort_values("hour", kind="stable").reset_index(drop=True)
-    for column in ("count", "score", "threshold", "expected", "expected_low", "expected_high"):
+    numeric = ("count", "score", "threshold", "expected", "expected_low", "expected_high")
+    for column in (*numeric, "false_alarms_per_day"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce")
     frame["is_anomaly"] = frame["is_anomaly"].eq(True)
     return frame
@@ -120,6 +122,7 @@ def overview(
                 "expected": last["expected"],
                 "score": last["score"],
                 "threshold": last["threshold"],
+                "false_alarms_per_day": last["false_alarms_per_day"],
                 "flags_24h": int(recent["is_anomaly"].sum()),
             }
         )

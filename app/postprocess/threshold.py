@@ -44,24 +44,29 @@ def inject_anomalies(
     kinds: Sequence[str] = _KINDS,
     spike_magnitude: tuple[float, float] = (0.3, 2.0),
     dip_magnitude: tuple[float, float] = (0.4, 1.0),
-    duration_hours: tuple[int, int] = (1, 3),
-    min_gap_hours: int = 24,
+    duration_steps: tuple[int, int] = (1, 3),
+    min_gap_steps: int = 24,
     protect: ArrayLike | None = None,
     round_counts: bool = True,
+    additive_scale: float | None = None,
+    quiet: bool = False,
 ) -> tuple[NDArray[np.float64], NDArray[np.bool_], NDArray[np.int64]]:
-    """Inject labelled synthetic spikes and dips into a copy of an hourly count series.
+    """Inject labelled synthetic spikes and dips into a copy of a series.
 
-    A spike multiplies the counts of 1–3 consecutive hours by ``1 + m`` with ``m`` uniform in
-    ``spike_magnitude``; a dip multiplies them by ``1 - m`` with ``m`` uniform in
-    ``dip_magnitude`` (``m = 1`` empties the hours). Events are placed at random where every
-    hour is present (finite) and positive (a spike on zero would be invisible), no hour is
-    ``protect``-ed, and at least ``min_gap_hours`` separate an event from any protected point and
-    from every other event. NaN (missing) stays NaN.
+    For counts (``additive_scale=None``) a spike multiplies the values of 1–3 consecutive
+    steps by ``1 + m`` with ``m`` uniform in ``spike_magnitude``; a dip multiplies them by
+    ``1 - m`` with ``m`` uniform in ``dip_magnitude`` (``m = 1`` empties the steps); events
+    go where every step is present (finite) and positive (a spike on zero would be
+    invisible). For values that are not counts (already normalised, negative), pass
+    ``additive_scale`` (the series' spread): a spike adds and a dip subtracts
+    ``(3 + 5 m) · additive_scale``, anywhere the steps are present. No step of an event is
+    ``protect``-ed, and at least ``min_gap_steps`` separate an event from any protected point
+    and from every other event. NaN (missing) stays NaN.
 
     Parameters
     ----------
     values
-        1-D series of counts, one per hour, NaN for missing hours.
+        1-D series, one value per step, NaN for missing steps.
     rng
         The caller's generator (derive it from ``(seed, combo)``).
     n_events
@@ -70,14 +75,20 @@ def inject_anomalies(
         Kinds to draw from uniformly: ``"spike"`` and/or ``"dip"``.
     spike_magnitude, dip_magnitude
         Ranges of ``m``.
-    duration_hours
-        Inclusive range of event lengths, in hours (= steps).
-    min_gap_hours
+    duration_steps
+        Inclusive range of event lengths, in steps.
+    min_gap_steps
         Minimal distance (in steps) between an event and any other event or protected point.
     protect
         Boolean mask of points to stay away from (for example real labelled anomalies).
     round_counts
-        Round the injected values to whole counts.
+        Round the injected values to whole counts (only where the series is all whole
+        numbers, so values below 1 are never rounded away).
+    additive_scale
+        ``None``: multiplicative events (counts). A positive number: additive events of
+        3–8 times it (values that are not counts).
+    quiet
+        Log "fewer fit" at debug level (callers that inject many copies warn once).
 
     Returns
     -------
@@ -102,23 +113,25 @@ def inject_anomalies(
     unknown = [k for k in kinds if k not in _KINDS]
     if not kinds or unknown:
         raise ContractError(f"kinds must be a non-empty subset of {_KINDS}, got {tuple(kinds)}")
-    lo_d, hi_d = int(duration_hours[0]), int(duration_hours[1])
+    lo_d, hi_d = int(duration_steps[0]), int(duration_steps[1])
     if not 1 <= lo_d <= hi_d:
-        raise ContractError(f"duration_hours must satisfy 1 <= lo <= hi, got {duration_hours}")
+        raise ContractError(f"duration_steps must satisfy 1 <= lo <= hi, got {duration_steps}")
+    if additive_scale is not None and not additive_scale > 0:
+        raise ContractError(f"additive_scale must be > 0, got {additive_scale!r}")
     for name, (lo, hi) in (("spike_magnitude", spike_magnitude), ("dip_magnitude", dip_magnitude)):
         if not 0 <= lo <= hi or (name == "dip_magnitude" and hi > 1):
             raise ContractError(f"{name} must be an ordered range of m >= 0, got {(lo, hi)}")
-    if min_gap_hours < 0:
-        raise ContractError(f"min_gap_hours must be >= 0, got {min_gap_hours}")
+    if min_gap_steps < 0:
+        raise ContractError(f"min_gap_steps must be >= 0, got {min_gap_steps}")
     n = x.shape[0]
     guard = np.zeros(n, dtype=bool)
     if protect is not None:
         p = np.asarray(protect, dtype=bool)
         if p.shape != (n,):
             raise ContractError(f"protect has shape {p.shape}, expected ({n},)")
-        guard = _dilate(p, min_gap_hours)
+        guard = _dilate(p, min_gap_steps)
 
-    usable = np.isfinite(x) & (x > 0)
+    usable = np.isfinite(x) & (x > 0) if additive_scale is None else np.isfinite(x)
     new = x.copy()
     labels = np.zeros(n, dtype=bool)
     placed: list[tuple[int, int, str, float]] = []
@@ -138,22 +151,27 @@ def inject_anomalies(
         kind = str(kinds[int(rng.integers(len(kinds)))])
         lo, hi = spike_magnitude if kind == "spike" else dip_magnitude
         m = float(rng.uniform(lo, hi))
-        factor = 1.0 + m if kind == "spike" else 1.0 - m
-        new[start : end + 1] = x[start : end + 1] * factor
+        if additive_scale is None:
+            factor = 1.0 + m if kind == "spike" else 1.0 - m
+            new[start : end + 1] = x[start : end + 1] * factor
+        else:
+            shift = (3.0 + 5.0 * min(m, 1.0)) * additive_scale
+            new[start : end + 1] = x[start : end + 1] + (shift if kind == "spike" else -shift)
         labels[start : end + 1] = True
         block = np.zeros(n, dtype=bool)
         block[start : end + 1] = True
-        guard |= _dilate(block, min_gap_hours)
+        guard |= _dilate(block, min_gap_steps)
         placed.append((start, end, kind, m))
     if len(placed) < n_events:
-        logger.warning(
-            "only %d of %d anomalies fit in %d hours (min_gap_hours=%d)",
+        (logger.debug if quiet else logger.warning)(
+            "only %d of %d anomalies fit in %d steps (min_gap_steps=%d)",
             len(placed),
             n_events,
             n,
-            min_gap_hours,
+            min_gap_steps,
         )
-    if round_counts:
+    finite = x[np.isfinite(x)]
+    if round_counts and additive_scale is None and np.array_equal(finite, np.round(finite)):
         new[labels] = np.round(new[labels])
     # Rounding a small spike or dip can leave an hour unchanged; keep the label (it is still
     # the intended event) but say so.
@@ -199,6 +217,10 @@ class ThresholdChoice:
         One-line description of the search and constraints.
     feasible
         False when no candidate met the constraints (the highest candidate was taken).
+    operating_point
+        With an alarm budget: the budget and what the threshold does on the clean
+        validation steps (flagged share, flagged steps and alarm runs per day) and whether
+        it fell back to the budget (``fallback``).
     """
 
     threshold: float
@@ -207,6 +229,7 @@ class ThresholdChoice:
     n_candidates: int
     method: str
     feasible: bool = True
+    operating_point: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form."""
@@ -234,8 +257,16 @@ def choose_threshold(
     step_hours: float = 1.0,
     max_candidates: int = 512,
     ties: Ties = "highest",
+    clean: ArrayLike | None = None,
+    max_flag_share: float | None = None,
 ) -> ThresholdChoice:
     """Pick the threshold that maximises ``objective`` on labelled validation data.
+
+    With an **alarm budget** (``max_flag_share`` and the ``clean`` mask of unlabelled,
+    uninjected validation steps) only thresholds that flag at most that share of the clean
+    steps are candidates: flagging everything can never win however few alarm *runs* it
+    makes. Where no such threshold catches any labelled event, the threshold falls back to
+    the budget itself (the lowest one within it) and ``operating_point["fallback"]`` says so.
 
     Candidates are the distinct finite scores at valid positions (thinned to at most
     ``max_candidates`` quantiles of them), so the result is always one of the given scores.
@@ -263,6 +294,9 @@ def choose_threshold(
         Which of several equally good candidates to take: ``"highest"`` (fewest alarms),
         ``"lowest"`` (most alarms) or ``"middle"`` (the middle of the widest run of them, as
         far from the alarms it must not raise as from the events it must catch).
+    clean, max_flag_share
+        The alarm budget: boolean mask of clean validation steps, and the largest share of
+        them a threshold may flag (for example 0.005). Both or neither.
 
     Raises
     ------
@@ -308,7 +342,24 @@ def choose_threshold(
             "choose_threshold: no labelled anomaly at a valid position; inject synthetic "
             "anomalies or use threshold_for_false_alarm_rate"
         )
+    if (clean is None) != (max_flag_share is None):
+        raise ContractError("clean and max_flag_share go together (the alarm budget)")
+    budget: float | None = None
+    clean_scores = np.empty(0)
+    if max_flag_share is not None:
+        if not 0.0 <= max_flag_share < 1.0:
+            raise ContractError(f"max_flag_share must be in [0, 1), got {max_flag_share!r}")
+        c = np.asarray(clean).astype(bool)
+        if c.shape != s.shape:
+            raise ContractError(f"clean has shape {c.shape}, expected {s.shape}")
+        clean_mask = c & usable & ~y
+        clean_scores = s[clean_mask]
+        if clean_scores.size == 0:
+            raise DataError("choose_threshold: the alarm budget needs clean validation steps")
+        budget = budget_threshold(clean_scores, max_flag_share)
     candidates = _candidates(s[usable], max_candidates)
+    if budget is not None:
+        candidates = np.unique(np.append(candidates[candidates >= budget], budget))
     days = float(v.sum()) * step_hours / 24.0
 
     ranks = np.full(candidates.size, np.nan)  # NaN: the candidate breaks a constraint
@@ -343,7 +394,32 @@ def choose_threshold(
         + (f" subject to {' and '.join(constraints)}" if constraints else "")
         + f"; ties → {ties} threshold"
     )
+    if max_flag_share is not None:
+        constraints.append(f"flagged share of clean validation steps <= {max_flag_share:g}")
     feasible = ~np.isnan(ranks)
+    if budget is not None:
+        # Every candidate is within the budget; fall back to it when none catches anything.
+        best_value = np.max(ranks[feasible]) if feasible.any() else -np.inf
+        if not best_value > 0:
+            logger.warning(
+                "no threshold within the alarm budget (%g of clean validation steps) "
+                "catches a validation event; falling back to the budget threshold %g",
+                max_flag_share,
+                budget,
+            )
+            return ThresholdChoice(
+                threshold=float(budget),
+                objective=objective,
+                value=None if not np.isfinite(best_value) else float(best_value),
+                n_candidates=int(candidates.size),
+                method=method
+                + f"; no candidate within {' and '.join(constraints)} catches an event "
+                "→ the alarm budget's threshold",
+                feasible=False,
+                operating_point=operating_point(
+                    s, clean_mask, budget, step_hours, max_flag_share, fallback=True
+                ),
+            )
     if not feasible.any():
         top = float(candidates[-1])
         logger.warning("no threshold meets %s; using the highest score %g", constraints, top)
@@ -358,13 +434,73 @@ def choose_threshold(
     best_rank = np.max(ranks[feasible])
     chosen = pick_among_ties(candidates, feasible & (ranks == best_rank), ties)
     value = values[chosen]
+    threshold = float(candidates[chosen])
     return ThresholdChoice(
-        threshold=float(candidates[chosen]),
+        threshold=threshold,
         objective=objective,
         value=None if value is None else float(value),
         n_candidates=int(candidates.size),
         method=method,
+        operating_point=None
+        if max_flag_share is None
+        else operating_point(s, clean_mask, threshold, step_hours, max_flag_share),
     )
+
+
+def budget_threshold(clean_scores: ArrayLike, max_flag_share: float) -> float:
+    """The lowest threshold that flags at most ``max_flag_share`` of ``clean_scores``.
+
+    With ``max_flag_share = 0`` it is the highest clean score (nothing clean flagged).
+
+    Examples
+    --------
+    >>> budget_threshold(np.arange(1000.0), 0.005)  # 995..999 lie above
+    994.0
+    >>> budget_threshold([1.0, 2.0, 3.0], 0.0)
+    3.0
+    """
+    s = np.sort(np.asarray(clean_scores, dtype=np.float64).ravel())
+    s = s[np.isfinite(s)]
+    if s.size == 0:
+        raise DataError("budget_threshold: no finite clean score")
+    allowed = int(np.floor(max_flag_share * s.size + 1e-9))
+    return float(s[s.size - 1 - min(allowed, s.size - 1)])
+
+
+def operating_point(
+    scores: ArrayLike,
+    clean: ArrayLike,
+    threshold: float,
+    step_hours: float,
+    max_flag_share: float | None,
+    *,
+    fallback: bool = False,
+) -> dict[str, Any]:
+    """What ``threshold`` does on the ``clean`` validation steps: the expected false
+    alarms (flagged share, flagged steps and alarm runs per day of clean steps).
+
+    Examples
+    --------
+    >>> op = operating_point([0, 5, 5, 0, 5, 0], [1, 1, 1, 1, 1, 1], 1.0, 4.0, 0.5)
+    >>> op["flag_share"], op["alarm_runs_per_day"]
+    (0.5, 2.0)
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    c = np.asarray(clean).astype(bool) & np.isfinite(s)
+    flags = flags_from_scores(s, float(threshold)) & c
+    n_clean = int(c.sum())
+    days = n_clean * step_hours / 24.0
+    runs = len(events_from_labels(flags))
+    flagged = int(flags.sum())
+    return {
+        "max_flag_share": None if max_flag_share is None else float(max_flag_share),
+        "threshold": float(threshold),
+        "clean_steps": n_clean,
+        "flag_share": float(flagged / n_clean) if n_clean else None,
+        "flagged_steps_per_day": float(flagged / days) if days else None,
+        "alarm_runs_per_day": float(runs / days) if days else None,
+        "fallback": bool(fallback),
+    }
 
 
 def pick_among_ties(candidates: ArrayLike, best: ArrayLike, ties: Ties = "highest") -> int:

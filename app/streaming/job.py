@@ -40,6 +40,7 @@ from app.config import KafkaSettings, SparkSettings, StreamSettings
 from app.contracts import HOURLY_COUNT_DDL
 from app.errors import InfraError
 from app.streaming.state import ComboWindowState, StepCount, advance
+from app.timebase import TimeBase
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -79,7 +80,7 @@ def validated(
     raw_count = F.get_json_object(strict, "$.count")
     hour_ts = F.try_to_timestamp(F.col("m.hour"))
     hour_s = F.unix_seconds(hour_ts)
-    step_s = settings.step_seconds
+    step_s = settings.resolved_step_seconds()
     max_future = F.unix_seconds(F.current_timestamp()) + F.lit(settings.max_future_hours * 3600)
 
     def field_missing(name: str) -> Column:
@@ -192,7 +193,8 @@ def validated(
 def _make_state_function(settings: StreamSettings) -> Any:
     if settings.window_size is None:
         raise ValueError("StreamSettings.window_size must be resolved before building the query")
-    window, max_gap = settings.window_size, settings.max_gap_hours
+    window = settings.window_size
+    max_gap = TimeBase(settings.resolved_step_seconds()).hours_to_steps(settings.max_gap_hours)
 
     def advance_group(
         key: tuple[str], pdfs: Iterator[pd.DataFrame], state: GroupState
@@ -298,6 +300,7 @@ def _make_score_function(
     input_topic = kafka.kafka_input_topic
     n_samples = settings.n_samples
     threads = settings.torch_threads
+    step_seconds = settings.resolved_step_seconds()
 
     def score_partition(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         from app.streaming.scorer import emissions_to_messages
@@ -318,6 +321,7 @@ def _make_score_function(
                     scored_topic=scored_topic,
                     deadletter_topic=dead_topic,
                     source_topic=input_topic,
+                    step_seconds=step_seconds,
                 )
 
     return score_partition
@@ -442,6 +446,14 @@ def main(argv: list[str] | None = None) -> int:
         known = registry.check(window=settings.window_size)
         if settings.window_size is None:
             settings = settings.model_copy(update={"window_size": registry.window()})
+        if settings.step_seconds is None:
+            settings = settings.model_copy(update={"step_seconds": registry.step_seconds()})
+        log.info(
+            "time step %d s (STEP_SECONDS), window %d steps, gaps up to %d steps bridged",
+            settings.resolved_step_seconds(),
+            settings.window_size,
+            TimeBase(settings.resolved_step_seconds()).hours_to_steps(settings.max_gap_hours),
+        )
         log.info("models for %d combos under %s: %s", len(known), settings.model_path, known)
         check_checkpoint(spark_settings.checkpoint_location / "score_hourly_counts")
         wait_for_broker(kafka)

@@ -33,6 +33,7 @@ _DEAD = {
 _SCORE_FIELDS = (
     "score",
     "threshold",
+    "false_alarms_per_day",
     "is_anomaly",
     "direction",
     "expected",
@@ -177,10 +178,11 @@ def emissions_to_messages(
     scored_topic: str,
     deadletter_topic: str,
     source_topic: str,
+    step_seconds: int = 3600,
 ) -> pd.DataFrame:
     """Score a batch of emissions and shape it as Kafka sink rows (topic, key, value)."""
     registry = get_registry(model_path, detector, n_samples, torch_threads)
-    scored, dead = score_emissions(frame, registry)
+    scored, dead = score_emissions(frame, registry, step_seconds=step_seconds)
     rows: list[tuple[str, str | None, str]] = [
         (scored_topic, r["combo"], _dumps(r)) for r in scored
     ]

@@ -20,6 +20,7 @@ from app.data import load_counts
 from app.kafka_io import create_topic_set
 from app.registry import ModelRegistry
 from app.scoring import score_frame
+from app.timebase import TimeBase
 from producer.producer import ProducerSettings
 from tests.reliability.helpers import read_all, replay, run_job_available_now, send
 
@@ -101,16 +102,25 @@ def test_stream_equals_batch_scorer_and_dead_letters_bad_input(
 
 
 def assert_equals_batch_scorer(
-    stream: pd.DataFrame, registry: ModelRegistry, settings: StreamSettings, min_scored: int
+    stream: pd.DataFrame,
+    registry: ModelRegistry,
+    settings: StreamSettings,
+    min_scored: int,
+    data_path: Path | None = None,
 ) -> None:
     """The stream's records equal ``score_frame``'s on the same hours, digit for digit."""
-    frame = load_counts(ProducerSettings().data_path)
+    frame = load_counts(data_path or ProducerSettings().data_path, freq="auto")
+    step = settings.resolved_step_seconds()
     stream = stream.assign(timestamp=pd.to_datetime(stream["hour"], utc=True))
     first, last = stream["timestamp"].min(), stream["timestamp"].max()
     combos = sorted(stream["combo"].unique())
     frame = frame[frame["combo"].isin(combos) & frame["timestamp"].between(first, last)]
     batch = score_frame(
-        frame, registry, window=settings.window_size, max_gap_steps=settings.max_gap_hours
+        frame,
+        registry,
+        window=settings.window_size,
+        max_gap_steps=TimeBase(step).hours_to_steps(settings.max_gap_hours),
+        step_seconds=step,
     )
     batch = batch[batch["timestamp"] >= first]
     merged = stream.merge(
@@ -168,3 +178,51 @@ def test_long_replay_with_gaps_and_no_bad_input(
     assert len(missing) >= 1  # the demo data has gaps in this span
     assert len(stream) == sent + len(missing)
     assert read_all(topics, topics.kafka_deadletter_topic) == []
+
+
+def test_a_5_minute_series_streams_every_step_as_app_score_does(
+    spark, topics: KafkaSettings, tmp_path: Path
+) -> None:
+    """A user's 5-minute CSV: trained by the CLI (step inferred), streamed by the real
+    producer and job (the step read from the models): every step after warm-up is scored,
+    once, and the stream equals the batch scorer digit for digit."""
+    from app.train import main as train_main
+
+    rng = np.random.default_rng(5)
+    stamps = pd.date_range("2025-03-03", periods=3 * 288, freq="5min", tz="UTC")
+    counts = rng.poisson(40 + 20 * np.sin(2 * np.pi * np.arange(stamps.size) / 288))
+    split = np.where(np.arange(stamps.size) < 2 * 288, "train", "test")
+    split[int(1.6 * 288) : 2 * 288] = "val"
+    csv = tmp_path / "five_minute.csv"
+    pd.DataFrame(
+        {
+            "timestamp": stamps.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "combo": "pos_1",
+            "count": counts,
+            "split": split,
+        }
+    ).to_csv(csv, index=False)
+    models = tmp_path / "models"
+    code = train_main(
+        [
+            *("--detector", "fcvae", "--tiny", "--epochs", "2", "--no-progress"),
+            *("--data-path", str(csv), "--output-dir", str(models)),
+        ]
+    )
+    assert code == 0
+    registry = ModelRegistry(models, detector="fcvae")
+    assert registry.step_seconds() == 300
+    window = registry.window()
+    sent = replay(topics, "pos_1", window + 200, warmup=window, data_path=csv, freq="auto")
+    assert sent == 200 + window
+    run_job_available_now(spark, topics, models, tmp_path / "checkpoint")
+    stream = pd.DataFrame(read_all(topics, topics.kafka_scored_topic))
+    assert not stream.duplicated(["combo", "hour"]).any()
+    assert len(stream) == sent  # nothing dropped: no step collapsed into its clock hour
+    assert (stream["status"] == "scored").sum() == sent - (window - 1)
+    stamps_sent = pd.to_datetime(stream["hour"], utc=True).sort_values()
+    assert stamps_sent.diff().dropna().min() == pd.Timedelta("5min")
+    settings = StreamSettings(
+        model_path=models, detector="fcvae", window_size=window, step_seconds=300
+    )
+    assert_equals_batch_scorer(stream, registry, settings, min_scored=150, data_path=csv)

@@ -74,15 +74,17 @@ def send(kafka: KafkaSettings, topic: str, messages: Iterable[Message]) -> int:
     return n
 
 
-def replay(kafka: KafkaSettings, combo: str, hours: int, warmup: int) -> int:
-    """The real producer, all at once (no delay, no wait for a job): ``warmup`` hours before
-    the demo CSV's test split and then ``hours`` of it, for ``combo``; messages sent."""
+def replay(kafka: KafkaSettings, combo: str, hours: int, warmup: int, **settings_: Any) -> int:
+    """The real producer, all at once (no delay, no wait for a job): ``warmup`` steps before
+    the demo CSV's test split and then ``hours`` of it, for ``combo``; messages sent.
+    ``settings_`` go to ``ProducerSettings`` (another ``data_path``, say)."""
     settings = ProducerSettings(
         combo=combo,
         message_delay_seconds=0,
         wait_for_job=False,
         max_hours=hours,
         window_size=warmup,
+        **settings_,
     )
     return run(settings, kafka, threading.Event())
 
@@ -228,6 +230,7 @@ def run_job_available_now(spark: Any, kafka: KafkaSettings, models: Path, checkp
         model_path=models,
         detector="fcvae",
         window_size=registry.window(),
+        step_seconds=registry.step_seconds(),  # as the job's entry point resolves it
         trigger_available_now=True,
     )
     query = build_query(spark, kafka, settings, str(checkpoint), known)

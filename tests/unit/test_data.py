@@ -212,7 +212,7 @@ def test_too_short_series_names_the_combo(tmp_path: Path) -> None:
     rows += [((start + pd.Timedelta(hours=i)).isoformat(), "tiny", 1) for i in range(30)]
     df = load_counts(hourly_csv(tmp_path, rows))
     assert check_min_length(df, window=10, min_train_points=20) == {"long": 140, "tiny": 21}
-    with pytest.raises(DataError, match=r"'tiny' has 21 observed train steps") as info:
+    with pytest.raises(DataError, match=r"'tiny' has 21 steps of observed train data") as info:
         check_min_length(df, window=24, min_train_points=100)
     assert "'long'" not in str(info.value)
     with pytest.raises(DataError, match=r"'tiny'.*at least 30"):

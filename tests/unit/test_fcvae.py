@@ -195,7 +195,7 @@ def test_loss_terms_and_masked_points_are_ignored() -> None:
     alpha = torch.ones(8, W)
     alpha[0, 3] = alpha[5, -1] = 0.0
     base = cm_elbo(**t, alpha=alpha, kl_weight=0.5)
-    assert set(base) == {"loss", "nll", "kl"}
+    assert set(base) == {"loss", "nll", "kl", "kl_exact"}
     assert torch.isclose(base["loss"], base["nll"] + 0.5 * base["kl"])
     for value in (1e6, -3.0, float("nan"), float("inf")):
         x = t["x"].clone()
@@ -222,6 +222,14 @@ def test_nll_is_averaged_over_all_points_and_kl_is_the_closed_form() -> None:
     terms_half = cm_elbo(**t, alpha=half, kl_weight=1.0)
     prior_part = 0.5 * (t["mu_z"] ** 2 + t["var_z"])
     assert torch.isclose(terms["kl"] - terms_half["kl"], 0.5 * prior_part.mean())
+    # The logged KL is the divergence itself, whatever β: never negative.
+    assert torch.isclose(terms_half["kl_exact"], terms["kl"])
+    tight = {**t, "mu_z": torch.zeros(8, 4), "var_z": torch.ones(8, 4)}
+    assert (
+        float(cm_elbo(**tight, alpha=half, kl_weight=1.0)["kl"])
+        < 0
+        <= float(cm_elbo(**tight, alpha=half, kl_weight=1.0)["kl_exact"])
+    )
     nothing = cm_elbo(**t, alpha=torch.zeros(8, W), kl_weight=1.0)
     assert float(nothing["nll"]) == 0.0
 

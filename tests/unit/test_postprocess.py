@@ -106,7 +106,7 @@ def test_inject_anomalies_places_labelled_spikes_and_dips() -> None:
     protect = np.zeros(x.size, dtype=bool)
     protect[500:503] = True
     rng = np.random.default_rng(7)
-    new, labels, ids = inject_anomalies(x, rng, n_events=12, protect=protect, min_gap_hours=24)
+    new, labels, ids = inject_anomalies(x, rng, n_events=12, protect=protect, min_gap_steps=24)
     events = events_from_labels(labels, ids)
     assert len(events) == 12
     assert sorted(set(ids[labels].tolist())) == list(range(12))
@@ -139,7 +139,7 @@ def test_inject_anomalies_is_seeded_and_does_not_touch_input() -> None:
 def test_inject_anomalies_fewer_when_no_room(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level("WARNING"):
         _, _, ids = inject_anomalies(
-            np.full(60, 10.0), np.random.default_rng(0), n_events=10, min_gap_hours=24
+            np.full(60, 10.0), np.random.default_rng(0), n_events=10, min_gap_steps=24
         )
     assert 1 <= ids.max() + 1 < 10
     assert "fit" in caplog.text

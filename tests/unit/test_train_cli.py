@@ -9,7 +9,7 @@ from app.train import _params, build_parser
 
 
 def params_for(*argv: str, detector: str = "fcvae"):  # type: ignore[no-untyped-def]
-    return _params(detector, build_parser().parse_args(list(argv)))
+    return _params(detector, build_parser().parse_args(list(argv)))[0]
 
 
 def test_set_overrides_any_field_with_json_values() -> None:
@@ -50,6 +50,6 @@ def test_reference_weeks_option() -> None:
 def test_reference_weeks_count_in_steps_of_the_data() -> None:
     from app.pipeline import detector_class
 
-    half_hourly = _params("fcvae", build_parser().parse_args([]), step_seconds=1800)
+    half_hourly, _ = _params("fcvae", build_parser().parse_args([]), step_seconds=1800)
     assert half_hourly.clean_period == 48  # a day of 30-minute steps
     assert detector_class("fcvae")(half_hourly).window == 168 + 4 * 7 * 48

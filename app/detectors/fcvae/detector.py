@@ -104,7 +104,7 @@ _EVAL_CHUNK = 4096
 RESERVED_META_KEYS = frozenset(
     {"detector", "params", "normalisation", "seed", "fit", "schema_version", "versions"}
 )
-LOSS_TERMS = ("loss", "nll", "kl")
+LOSS_TERMS = ("loss", "nll", "kl", "kl_exact")
 
 
 class FCVAEParams(BaseModel):
@@ -323,7 +323,7 @@ class FCVAEDetector(NetworkDetector):
         series already transformed (and referenced): values (missing → 0) and mask."""
         w = self.params.window
         if series.shape[0] < w:
-            raise DataError(f"{what} has {series.shape[0]} hours; need at least window={w}")
+            raise DataError(f"{what} has {series.shape[0]} steps; need at least window={w}")
         units = (series - mean) / std
         units = np.lib.stride_tricks.sliding_window_view(units, w)
         usable = ~np.isnan(units)
@@ -401,7 +401,7 @@ class FCVAEDetector(NetworkDetector):
             train_arr = self._deviations(train_arr)
         finite = train_arr[~np.isnan(train_arr)]
         if finite.size < 2:
-            raise DataError(f"train has {finite.size} present hours; need many more")
+            raise DataError(f"train has {finite.size} present steps; need many more")
         mean, std = float(finite.mean()), float(finite.std())
         if not std > 1e-12 * max(1.0, abs(mean)):
             log.warning("train is constant (%.6g); using std=1 for normalisation", mean)
@@ -409,7 +409,7 @@ class FCVAEDetector(NetworkDetector):
         x_train, ok_train = self._train_windows(train_arr, "train", mean, std)
         if x_train.shape[0] < 2:
             raise DataError(
-                f"train gives {x_train.shape[0]} usable windows of {p.window} hours; need >= 2 "
+                f"train gives {x_train.shape[0]} usable windows of {p.window} steps; need >= 2 "
                 f"(series length {train_len}, min_observed_share {p.min_observed_share})"
             )
         x_val: NDArray[np.float32] | None = None
@@ -540,7 +540,11 @@ class FCVAEDetector(NetworkDetector):
                 "val_loss=%.4f val_nll=%.4f val_kl=%.4f kl_weight=%.3f lr=%.2e",
                 epochs_run,
                 p.epochs,
-                *(history[f"{s}_{t}"][-1] for s in ("train", "val") for t in LOSS_TERMS),
+                *(
+                    history[f"{s}_{t}"][-1]
+                    for s in ("train", "val")
+                    for t in ("loss", "nll", "kl_exact")
+                ),
                 kl_w,
                 lr,
             )

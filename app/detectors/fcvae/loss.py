@@ -12,6 +12,10 @@ Both terms are averaged over points (latent dimensions) and windows, as the refe
 implementation does; masked points count in the average with weight 0. The KL is the
 closed form of ``E_q[log q(z|x) − β log p(z)]`` (up to a constant), so with ``β = 1`` it is
 the usual ``KL(q ‖ N(0, I))``. ``w_KL`` (annealing) is passed in, never hard-coded.
+
+With ``β < 1`` that term is not a divergence and can be negative, so the terms also carry
+``kl_exact`` = ``KL(q ‖ N(0, I))`` (never negative): training logs and curves show it, the
+loss still uses the β-weighted term.
 """
 
 from __future__ import annotations
@@ -62,7 +66,8 @@ def cm_elbo(
     Returns
     -------
     dict
-        ``loss`` (to minimise), ``nll`` and ``kl``: scalar tensors.
+        ``loss`` (to minimise), ``nll``, ``kl`` (the β-weighted term in the loss) and
+        ``kl_exact`` (``KL(q ‖ N(0, I))``, for logs): scalar tensors.
     """
     alpha = alpha.to(mu_x.dtype)
     usable = alpha > 0
@@ -70,8 +75,10 @@ def cm_elbo(
     per_point = torch.where(usable, alpha * gaussian_nll(safe_x, mu_x, var_x), 0.0)
     nll = per_point.mean(dim=1).mean()
     beta = alpha.mean(dim=1, keepdim=True)
-    kl = (0.5 * (beta * (mu_z**2 + var_z) - torch.log(var_z) - 1.0)).mean(dim=1).mean()
-    return {"loss": nll + kl_weight * kl, "nll": nll, "kl": kl}
+    log_var = torch.log(var_z)
+    kl = (0.5 * (beta * (mu_z**2 + var_z) - log_var - 1.0)).mean(dim=1).mean()
+    kl_exact = (0.5 * (mu_z**2 + var_z - log_var - 1.0)).mean(dim=1).mean()
+    return {"loss": nll + kl_weight * kl, "nll": nll, "kl": kl, "kl_exact": kl_exact}
 
 
 def kl_weight_at(epoch: int, warmup_epochs: int) -> float:

@@ -312,7 +312,7 @@ class VAEGANDetector(NetworkDetector):
         """All sliding windows with enough present hours: values (missing → 0) and mask."""
         w = self.params.window
         if series.shape[0] < w:
-            raise DataError(f"{what} has {series.shape[0]} hours; need at least window={w}")
+            raise DataError(f"{what} has {series.shape[0]} steps; need at least window={w}")
         units = np.lib.stride_tricks.sliding_window_view(self._normalise(series, what), w)
         usable = ~np.isnan(units)
         keep = usable.mean(axis=1) >= self.params.min_observed_share
@@ -377,7 +377,7 @@ class VAEGANDetector(NetworkDetector):
         train_arr = as_series(train, "train")
         finite = self._transform(train_arr[~np.isnan(train_arr)], "train")
         if finite.size < 2:
-            raise DataError(f"train has {finite.size} present hours; need many more")
+            raise DataError(f"train has {finite.size} present steps; need many more")
         mean, std = float(finite.mean()), float(finite.std())
         if not std > 1e-12 * max(1.0, abs(mean)):
             log.warning("train is constant (%.6g); using std=1 for normalisation", mean)
@@ -386,7 +386,7 @@ class VAEGANDetector(NetworkDetector):
         x_train, ok_train = self._series_windows(train_arr, "train")
         if x_train.shape[0] < 2:
             raise DataError(
-                f"train gives {x_train.shape[0]} usable windows of {p.window} hours; need >= 2 "
+                f"train gives {x_train.shape[0]} usable windows of {p.window} steps; need >= 2 "
                 f"(series length {train_arr.shape[0]}, min_observed_share {p.min_observed_share})"
             )
         val_arr: NDArray[np.float64] | None = None
