@@ -1,8 +1,8 @@
 """Seasonal robust z-score: the simple baseline a deep detector has to beat.
 
-For each hour ``t`` the value is compared with the **median** and **MAD** of earlier values at
-the same position in the season, using only data strictly before ``t`` (causal, no
-look-ahead)::
+For each step ``t`` (an hour by default; any step that divides a day, via ``step_seconds``)
+the value is compared with the **median** and **MAD** of earlier values at the same position in
+the season, using only data strictly before ``t`` (causal, no look-ahead)::
 
     score(t) = |x(t) - median| / (scale + eps),   scale = max(1.4826 · MAD, sqrt(median))
 
@@ -16,6 +16,10 @@ Reference set (the choice made here)
 2. Otherwise **same hour of day** over the previous ``days`` days (lags 24, 48, … hours), when
    at least ``min_history`` of them are present: a coarser reference that lets scoring start
    after a few days instead of a few weeks. ``days=0`` disables this fallback.
+
+"Hour" reads "step" for other steps: the lags are defined in time (a week, a day) and
+converted to steps of ``step_seconds`` in one place (:func:`season_lags`), so with 5-minute
+steps the weekly lags are 2016, 4032, … steps.
 3. Otherwise NaN.
 
 Scale floor
@@ -28,9 +32,9 @@ synthetic Poisson series with injected 10–50 % spikes and dips the floor raise
 about 0.2–0.26 to 0.7–0.8 (3 seeds); on real, over-dispersed counts the MAD is mostly above
 the floor anyway.
 
-Lags are in wall-clock hours: timestamps are placed on a full hourly grid first, so missing
-rows never shift the season. ``eps`` (in count units, default one transaction) keeps the score
-finite when the reference hours are all equal (MAD = 0).
+Lags are in wall-clock time: timestamps are placed on a full grid of ``step_seconds`` first, so
+missing rows never shift the season. ``eps`` (in count units, default one transaction) keeps the
+score finite when the reference hours are all equal (MAD = 0).
 """
 
 from __future__ import annotations
@@ -53,8 +57,10 @@ Timestamps = pd.DatetimeIndex | pd.Series | NDArray[Any] | list[Any]
 
 HOURS_PER_DAY = 24
 HOURS_PER_WEEK = 168
+SECONDS_PER_DAY = 86_400
+SECONDS_PER_WEEK = 7 * SECONDS_PER_DAY
 MAD_TO_SIGMA = 1.4826
-_MAX_GRID_HOURS = 10_000_000
+_MAX_GRID_STEPS = 10_000_000
 
 
 class SeasonalReference(NamedTuple):
@@ -80,7 +86,32 @@ class SeasonalReference(NamedTuple):
     weekly: NDArray[np.bool_]
 
 
-def _epoch_hours(timestamps: Timestamps, n: int) -> NDArray[np.int64]:
+def _check_step(step_seconds: int) -> int:
+    if isinstance(step_seconds, bool) or int(step_seconds) != step_seconds or step_seconds < 1:
+        raise ContractError(f"step_seconds must be a positive whole number, got {step_seconds!r}")
+    step = int(step_seconds)
+    if SECONDS_PER_DAY % step:
+        raise ContractError(f"step_seconds={step} must divide a day ({SECONDS_PER_DAY} s)")
+    return step
+
+
+def season_lags(step_seconds: int, weeks: int, days: int) -> tuple[list[int], list[int]]:
+    """The weekly and daily reference lags in steps of ``step_seconds``.
+
+    Examples
+    --------
+    >>> season_lags(3600, weeks=2, days=3)
+    ([168, 336], [24, 48, 72])
+    >>> season_lags(300, weeks=1, days=1)
+    ([2016], [288])
+    """
+    from app.timebase import TimeBase
+
+    tb = TimeBase(_check_step(step_seconds))
+    return [tb.week * k for k in range(1, weeks + 1)], [tb.day * k for k in range(1, days + 1)]
+
+
+def _epoch_steps(timestamps: Timestamps, n: int, step_seconds: int) -> NDArray[np.int64]:
     try:
         ts = pd.DatetimeIndex(timestamps)
     except (TypeError, ValueError) as exc:
@@ -92,18 +123,19 @@ def _epoch_hours(timestamps: Timestamps, n: int) -> NDArray[np.int64]:
     if ts.tz is not None:
         ts = ts.tz_convert("UTC").tz_localize(None)
     seconds = ts.as_unit("s").asi8
-    off_hour = seconds % 3600 != 0
-    if off_hour.any():
+    off_grid = seconds % step_seconds != 0
+    if off_grid.any():
+        what = "whole hours" if step_seconds == 3600 else f"on the {step_seconds}-second grid"
         raise ContractError(
-            f"timestamps must be whole hours, got {ts[int(np.flatnonzero(off_hour)[0])]}"
+            f"timestamps must be {what}, got {ts[int(np.flatnonzero(off_grid)[0])]}"
         )
-    hours = seconds // 3600
-    if n > 1 and (np.diff(hours) <= 0).any():
-        bad = int(np.flatnonzero(np.diff(hours) <= 0)[0])
+    steps = seconds // step_seconds
+    if n > 1 and (np.diff(steps) <= 0).any():
+        bad = int(np.flatnonzero(np.diff(steps) <= 0)[0])
         raise ContractError(
             f"timestamps must be strictly increasing, got {ts[bad]} then {ts[bad + 1]}"
         )
-    return np.asarray(hours, dtype=np.int64)
+    return np.asarray(steps, dtype=np.int64)
 
 
 def _lag_stats(
@@ -134,16 +166,18 @@ def seasonal_reference(
     days: int = 7,
     min_history: int = 3,
     poisson_floor: bool = True,
+    step_seconds: int = 3600,
 ) -> SeasonalReference:
     """Causal seasonal median and robust scale for every point (see the module docstring).
 
     Parameters
     ----------
     values
-        1-D hourly counts, NaN for missing hours.
+        1-D counts (one per step), NaN for missing steps.
     timestamps
-        One whole-hour timestamp per value, strictly increasing (tz-aware ones are taken in
-        UTC; naive ones as UTC). Gaps are allowed.
+        One timestamp per value on the ``step_seconds`` grid (whole hours by default),
+        strictly increasing (tz-aware ones are taken in UTC; naive ones as UTC). Gaps are
+        allowed.
     weeks
         Weekly lags to use (same hour of week); 0 disables them.
     days
@@ -152,6 +186,9 @@ def seasonal_reference(
         Fewest present reference hours needed.
     poisson_floor
         Floor the scale at ``sqrt(max(expected, 0))`` (values are counts).
+    step_seconds
+        Length of one step in seconds (3600 = hourly); must divide a day. The weekly and
+        daily lags are a week and a day of such steps.
 
     Examples
     --------
@@ -160,6 +197,13 @@ def seasonal_reference(
     >>> ref = seasonal_reference(x, ts, min_history=2)
     >>> ref.expected[[0, 48, 24 * 15 + 5]].tolist(), ref.weekly[[48, 24 * 15]].tolist()
     ([nan, 0.0, 5.0], [False, True])
+
+    The same series on a 30-minute grid (each hour's value twice) gives the same reference:
+
+    >>> half = seasonal_reference(np.repeat(x, 2), pd.date_range("2025-01-06",
+    ...     periods=2 * x.size, freq="30min"), min_history=2, step_seconds=1800)
+    >>> half.expected[[0, 96, 2 * (24 * 15 + 5)]].tolist()
+    [nan, 0.0, 5.0]
     """
     x = np.asarray(values, dtype=np.float64)
     if x.ndim != 1:
@@ -170,23 +214,25 @@ def seasonal_reference(
         raise ContractError(f"min_history must be >= 1, got {min_history}")
     if min_history > max(weeks, days):
         raise ContractError(f"min_history={min_history} can never be met with {weeks=} and {days=}")
+    weekly_lags, daily_lags = season_lags(step_seconds, weeks, days)
     n = x.shape[0]
     if n == 0:
         empty = np.zeros(0)
         return SeasonalReference(empty, empty.copy(), np.zeros(0, np.int64), np.zeros(0, bool))
-    hours = _epoch_hours(timestamps, n)
-    offsets = hours - hours[0]
+    steps = _epoch_steps(timestamps, n, int(step_seconds))
+    offsets = steps - steps[0]
     size = int(offsets[-1]) + 1
-    if size > _MAX_GRID_HOURS:
-        raise ContractError(f"timestamps span {size} hours; more than {_MAX_GRID_HOURS}")
+    if size > _MAX_GRID_STEPS:
+        unit = "hours" if step_seconds == 3600 else f"steps of {step_seconds} s"
+        raise ContractError(f"timestamps span {size} {unit}; more than {_MAX_GRID_STEPS}")
     if size == n:
         grid = x
     else:
         grid = np.full(size, np.nan)
         grid[offsets] = x
 
-    w_med, w_mad, w_cnt = _lag_stats(grid, [HOURS_PER_WEEK * k for k in range(1, weeks + 1)])
-    d_med, d_mad, d_cnt = _lag_stats(grid, [HOURS_PER_DAY * k for k in range(1, days + 1)])
+    w_med, w_mad, w_cnt = _lag_stats(grid, weekly_lags)
+    d_med, d_mad, d_cnt = _lag_stats(grid, daily_lags)
     use_week = w_cnt >= min_history
     use_day = ~use_week & (d_cnt >= min_history)
     expected = np.where(use_week, w_med, np.where(use_day, d_med, np.nan))
@@ -211,6 +257,7 @@ def seasonal_robust_z(
     min_history: int = 3,
     eps: float = 1.0,
     poisson_floor: bool = True,
+    step_seconds: int = 3600,
 ) -> NDArray[np.float64]:
     """Causal seasonal robust z-score ``|x - median| / (scale + eps)`` per point.
 
@@ -236,6 +283,7 @@ def seasonal_robust_z(
         days=days,
         min_history=min_history,
         poisson_floor=poisson_floor,
+        step_seconds=step_seconds,
     )
     return np.asarray(np.abs(x - ref.expected) / (ref.scale + eps), dtype=np.float64)
 
@@ -245,7 +293,8 @@ class SeasonalBaseline:
     """Stateless seasonal robust z-score detector (higher score = more anomalous).
 
     Nothing to fit: every score is computed from the earlier values passed in, so give it at
-    least :attr:`history_hours` hours before the first hour you want scored.
+    least :attr:`history_steps` steps (:attr:`history_hours` hours) before the first step you
+    want scored. ``step_seconds`` is the series' step (3600 = hourly, the default).
 
     Examples
     --------
@@ -255,6 +304,8 @@ class SeasonalBaseline:
     >>> baseline = SeasonalBaseline()
     >>> int(np.nanargmax(baseline.score(x, ts))) == ts.size - 10
     True
+    >>> SeasonalBaseline(step_seconds=300).history_steps  # four weeks of 5-minute steps
+    8064
     """
 
     name: ClassVar[str] = "seasonal_z"
@@ -264,6 +315,7 @@ class SeasonalBaseline:
     min_history: int = 3
     eps: float = 1.0
     poisson_floor: bool = True
+    step_seconds: int = 3600
 
     def __post_init__(self) -> None:
         if self.weeks < 0 or self.days < 0 or self.weeks + self.days == 0:
@@ -272,11 +324,18 @@ class SeasonalBaseline:
             raise ContractError(f"min_history out of range for {self}")
         if not self.eps > 0:
             raise ContractError(f"eps must be > 0, got {self.eps!r}")
+        _check_step(self.step_seconds)
 
     @property
     def history_hours(self) -> int:
         """Hours of history the full (weekly) reference looks back."""
         return max(HOURS_PER_WEEK * self.weeks, HOURS_PER_DAY * self.days)
+
+    @property
+    def history_steps(self) -> int:
+        """Steps of ``step_seconds`` the full (weekly) reference looks back."""
+        weekly, daily = season_lags(self.step_seconds, self.weeks, self.days)
+        return max([*weekly, *daily])
 
     def reference(self, values: ArrayLike, timestamps: Timestamps) -> SeasonalReference:
         """Expected value (median), robust scale and history count per point."""
@@ -287,6 +346,7 @@ class SeasonalBaseline:
             days=self.days,
             min_history=self.min_history,
             poisson_floor=self.poisson_floor,
+            step_seconds=self.step_seconds,
         )
 
     def score(self, values: ArrayLike, timestamps: Timestamps) -> NDArray[np.float64]:
@@ -299,6 +359,7 @@ class SeasonalBaseline:
             min_history=self.min_history,
             eps=self.eps,
             poisson_floor=self.poisson_floor,
+            step_seconds=self.step_seconds,
         )
 
     def expected(self, values: ArrayLike, timestamps: Timestamps) -> NDArray[np.float64]:

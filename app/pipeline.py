@@ -168,7 +168,12 @@ def baseline_positions(
     series: ComboSeries, values: NDArray[np.float64], positions: NDArray[np.intp]
 ) -> NDArray[np.float64]:
     """Seasonal robust-z scores (causal) at ``positions``, NaN elsewhere."""
-    scores = SeasonalBaseline().score(values, series.timestamps)
+    counts = series.value_kind == "counts"
+    scale = 1.0 if counts else noise_scale(values[series.positions("train")])
+    baseline = SeasonalBaseline(
+        step_seconds=series.step_seconds, poisson_floor=counts, eps=1.0 if counts else 0.01 * scale
+    )
+    scores = baseline.score(values, series.timestamps)
     out = np.full(len(values), np.nan)
     out[positions] = scores[positions]
     return out
@@ -578,6 +583,23 @@ MAX_NETWORK_WINDOW_STEPS = 168
 MIN_WINDOW_STEPS = 16
 #: Reference weeks tried, most first; two weeks measured much worse than none (TECHNICAL).
 REFERENCE_WEEKS_CHOICES = (4, 3)
+#: Where no weekly reference fits: reference days tried, most first (the same time of day
+#: over the previous days, for series with days but not weeks of history).
+REFERENCE_DAYS_CHOICES = (7, 5, 3)
+
+
+def _fitting_count(
+    choices: tuple[int, ...], lag: int, window: int, n_train: int, most: int | None = None
+) -> int:
+    """The most reference periods of ``lag`` steps (from ``choices``, at most ``most``)
+    whose windows stay within ``MAX_DEFAULT_WINDOW_STEPS`` and leave three network windows
+    plus one more period of training data; 0 when none fits."""
+    for k in choices:
+        total = k * lag + window
+        fits = total <= MAX_DEFAULT_WINDOW_STEPS and n_train >= total + 2 * window + lag
+        if fits and (most is None or k <= most):
+            return k
+    return 0
 
 
 @dataclass(frozen=True)
@@ -601,6 +623,7 @@ def fit_to_history(
     value_kind: str = "counts",
     explicit: frozenset[str] = frozenset(),
     preset: bool = False,
+    daily_reference: bool = False,
 ) -> tuple[dict[str, Any], list[Choice]]:
     """Parameter updates that make ``base`` (a detector's params) fit one series.
 
@@ -609,7 +632,9 @@ def fit_to_history(
     (three network windows of training data beyond the reference history, and one more
     week for a reference); ``n_train=None`` (history unknown) keeps the model's
     reference. Names in ``explicit`` were set by the user and are kept; a ``preset``
-    (``--tiny``) keeps its window unless it does not fit.
+    (``--tiny``) keeps its window unless it does not fit. ``daily_reference`` (off by
+    default: on real 5-minute KPIs it did not win on validation, TECHNICAL) falls back to a
+    same-time-of-day reference of ``REFERENCE_DAYS_CHOICES`` days where no weekly one fits.
 
     Examples
     --------
@@ -649,16 +674,26 @@ def fit_to_history(
         and base.reference_weeks
         and n_train is not None
     ):
-        weeks = 0
-        for k in REFERENCE_WEEKS_CHOICES:
-            if k > base.reference_weeks:
-                continue
-            total = k * tb.week + window
-            if total <= MAX_DEFAULT_WINDOW_STEPS and n_train >= total + 2 * window + tb.week:
-                weeks = k
-                break
+        weeks = _fitting_count(
+            REFERENCE_WEEKS_CHOICES, tb.week, window, n_train, base.reference_weeks
+        )
+        days = 0
+        if (
+            daily_reference
+            and not weeks
+            and "reference_period" in fields
+            and "reference_period" not in explicit
+        ):
+            days = _fitting_count(REFERENCE_DAYS_CHOICES, tb.day, window, n_train)
         if weeks:
             why = f"{weeks} weeks fit in the training data ({tb.describe(n_train)})"
+            choose("reference_period", "week", "weeks fit")
+        elif days:
+            why = (
+                f"no weekly reference fits ({tb.describe(n_train)} of training data), "
+                f"{days} days do: each step is modelled against the same time of day"
+            )
+            choose("reference_period", "day", why)
         else:
             need = REFERENCE_WEEKS_CHOICES[-1] * tb.week + 3 * window + tb.week
             why = (
@@ -669,5 +704,7 @@ def fit_to_history(
                 else f"{REFERENCE_WEEKS_CHOICES[-1]} weeks of {tb.week} steps exceed the "
                 f"{MAX_DEFAULT_WINDOW_STEPS}-step window limit (--reference-weeks sets it)"
             )
-        choose("reference_weeks", weeks, why)
+            if daily_reference:
+                why += f"; no daily reference of {REFERENCE_DAYS_CHOICES[-1]}+ days fits either"
+        choose("reference_weeks", weeks or days, why)
     return update, choices

@@ -125,6 +125,12 @@ def build_parser(
         f"{MAX_DEFAULT_WINDOW_STEPS} steps, else 3, else 0; meta.json says which and why)",
     )
     model.add_argument(
+        "--daily-reference",
+        action="store_true",
+        help="FCVAE: where no weekly reference fits the history, model each step against "
+        "the same time of day over the previous 7 (else 5, else 3) days (default: off)",
+    )
+    model.add_argument(
         "--log-transform",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -220,6 +226,7 @@ def _params(
         value_kind=value_kind,
         explicit=frozenset(explicit),
         preset=bool(args.tiny),
+        daily_reference=bool(getattr(args, "daily_reference", False)),
     )
     # Validate the result (model_copy does not): a bad value fails here, naming the field.
     try:

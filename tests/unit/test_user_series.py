@@ -264,3 +264,19 @@ def test_too_few_injections_fit_warns_once_per_calibration(
         inject_anomalies(x, np.random.default_rng(0), n_events=12, min_gap_steps=24)
         inject_anomalies(x, np.random.default_rng(0), n_events=12, min_gap_steps=24, quiet=True)
     assert sum("anomalies fit in 100 steps" in r.message for r in caplog.records) == 1
+
+
+def test_days_of_history_get_a_same_time_of_day_reference() -> None:
+    """Three weeks of 5-minute training data hold no weekly reference within the window
+    limit, but a week of daily ones: each step against the same time on the 7 days before."""
+    assert _fitted(300, 23 * 288)[0].reference_weeks == 0  # off by default
+    params, chosen = _fitted(300, 23 * 288, "--daily-reference")
+    assert (params.reference_period, params.reference_weeks) == ("day", 7)
+    assert "same time of day" in chosen["reference_weeks"].why
+    detector = detector_class("fcvae")(params)
+    assert detector.reference_lag == 288 and detector.window == 168 + 7 * 288
+    assert min_train_points(detector) <= 23 * 288
+    # Weeks win where they fit, and an explicit --reference-weeks keeps weeks.
+    assert _fitted(3600, 98 * 24)[0].reference_period == "week"
+    explicit = _fitted(300, 23 * 288, "--daily-reference", "--reference-weeks", "1")[0]
+    assert explicit.reference_period == "week"

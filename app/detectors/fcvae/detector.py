@@ -67,7 +67,7 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Literal, Self
 
 import numpy as np
 import torch
@@ -162,13 +162,19 @@ class FCVAEParams(BaseModel):
     clean_period: int = Field(
         24, ge=2, description="steps per day (window cleaning; a week is 7 of these)"
     )
+    reference_period: Literal["week", "day"] = Field(
+        "week",
+        description="the reference's period: the same time of the week (lag 7 days) or, "
+        "for histories too short for weeks, of the day (lag 1 day)",
+    )
     reference_weeks: int = Field(
         4,
         ge=0,
         le=52,
         description="model each hour relative to the median of the same hour of the week "
         "over this many previous weeks (0: off); windows then hold this many weeks more "
-        "than `window`, and cleaning works on the deviations from that reference",
+        "than `window`, and cleaning works on the deviations from that reference; with "
+        "reference_period='day' it counts days",
     )
 
     @model_validator(mode="after")
@@ -282,11 +288,13 @@ class FCVAEDetector(NetworkDetector):
         """Hours a scored window holds: the network's ``params.window``, plus
         ``reference_weeks`` weeks for the same-hour-of-week reference."""
         p = self.params
-        return p.window + p.reference_weeks * self.week_steps
+        return p.window + p.reference_weeks * self.reference_lag
 
     @property
-    def week_steps(self) -> int:
-        return 7 * self.params.clean_period
+    def reference_lag(self) -> int:
+        """Steps between a step and its reference steps: a week, or a day."""
+        days = 7 if self.params.reference_period == "week" else 1
+        return days * self.params.clean_period
 
     @staticmethod
     def tiny_params() -> FCVAEParams:
@@ -313,7 +321,7 @@ class FCVAEDetector(NetworkDetector):
         p = self.params
         if not p.reference_weeks:
             return transformed
-        reference = lagged_median(transformed, lag=self.week_steps, count=p.reference_weeks)
+        reference = lagged_median(transformed, lag=self.reference_lag, count=p.reference_weeks)
         return transformed - reference
 
     def _train_windows(
@@ -706,7 +714,7 @@ class FCVAEDetector(NetworkDetector):
             return self._normalise(arr, "windows"), np.zeros(arr.shape[0])
         transformed = self._transform(arr, "windows")
         reference = lagged_median(
-            transformed, lag=self.week_steps, count=p.reference_weeks, last=p.window
+            transformed, lag=self.reference_lag, count=p.reference_weeks, last=p.window
         )
         gaps = np.isnan(reference).any(axis=1)
         if gaps.any():  # the window's time-of-day median where every reference hour is missing
