@@ -14,7 +14,7 @@ SPARK_STAMP := infra/spark/jars/.fetched
 MVN := mvn -q -B
 
 .PHONY: help install install-browser run test test-fast lint format kafka-up kafka-down \
-        kafka-status train evaluate evaluate-real score clean bench
+        kafka-status train evaluate evaluate-real score clean bench fuzz
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  make %-16s %s\n", $$1, $$2}'
@@ -90,6 +90,11 @@ evaluate-real: install ## real labelled series (../shared/realdata): product vs 
 
 score: install ## score the whole demo CSV causally into scores.csv (as the stream would)
 	$(PY) -m app.score --model-dir models --output scores.csv
+
+FUZZ_EXAMPLES ?= 20000
+fuzz: install ## a long fuzz run of the ingest validator (CI runs 300 examples; FUZZ_EXAMPLES=N)
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(VENV)/bin/pytest -q -p no:cacheprovider --timeout 3600 \
+	    tests/property/test_ingest_fuzz.py
 
 BENCH_ARGS ?=
 bench: install ## benchmarks: scoring, training, streaming (~10 min) → bench/results/latest.{json,md} (BENCH_ARGS=--quick)

@@ -120,6 +120,15 @@ class SparkSettings(BaseSettings):
 #: FCVAE), so one day of outage is bridged.
 DEFAULT_MAX_GAP_HOURS = 24
 
+#: An hour more than this many steps after its combo's newest accepted step is held until
+#: the combo's next hour confirms the jump (a real outage) or refutes it (a bad timestamp:
+#: dead-lettered ``too far ahead of this combo``); see ``app.streaming.state.advance``.
+DEFAULT_MAX_AHEAD_STEPS = 3
+
+#: The Kafka sink's ``kafka.max.request.size`` (the producer's limit on one request, and so
+#: on one record), set explicitly; a dead letter's raw copy is bounded well below it.
+SINK_MAX_REQUEST_BYTES = 1_048_576
+
 
 class StreamSettings(BaseSettings):
     """The streaming job: models, windows, limits of the input contract, triggers."""
@@ -138,6 +147,10 @@ class StreamSettings(BaseSettings):
     max_count: int = Field(default=1_000_000_000, ge=1)
     min_hour_epoch_s: int = 946_684_800  # 2000-01-01T00:00:00Z
     max_future_hours: int = Field(default=48, ge=0)
+    max_ahead_steps: int = Field(default=DEFAULT_MAX_AHEAD_STEPS, ge=1)
+    deadletter_max_raw_bytes: int = Field(
+        default=65_536, ge=256, le=SINK_MAX_REQUEST_BYTES // 2
+    )  # of JSON-escaped raw text in a dead letter (the rest: reason, length, SHA-256)
     starting_offsets: Literal["earliest", "latest"] = "earliest"
     max_offsets_per_trigger: int | None = Field(default=None, ge=1)
     trigger_interval_ms: int = Field(default=1000, ge=0)

@@ -12,7 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-#: Spark DDL schema of an hourly-count message's JSON value (parsed leniently, then validated).
+#: Spark DDL schema of an hourly-count message's JSON value (for tests that read the input
+#: topic with Spark; the job itself validates with ``app.ingest.validate``).
 HOURLY_COUNT_DDL = "combo STRING, hour STRING, count DOUBLE, produced_at STRING"
 
 
@@ -35,29 +36,57 @@ def utc_now_iso() -> str:
 class HourlyCount(BaseModel):
     """One hour of one combo: the input contract (key = ``combo``).
 
-    Ground-truth labels never travel in this record.
+    The same rules as ``app.ingest.validate`` (which returns these fields for an accepted
+    message): combo 1-200 printable characters without leading/trailing spaces; hour in the
+    contract's timestamp grammar (``T``, seconds, ``Z`` or an offset; kept as UTC with a
+    ``Z``); count a non-negative integer (no bool); produced_at null or a timestamp.
+    Limits that are settings (``MAX_COUNT``, step alignment, past/future guards, known
+    combos) are checked by the validator only.  Ground-truth labels never travel here.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    combo: str = Field(min_length=1, max_length=200)
+    combo: str
     hour: str
     count: int = Field(ge=0)
     produced_at: str | None = None
 
+    @field_validator("combo")
+    @classmethod
+    def _combo_is_printable(cls, value: str) -> str:
+        from app.ingest import _combo, _Reject
+
+        try:
+            return _combo(value)
+        except _Reject as exc:
+            raise ValueError(exc.reason) from None
+
     @field_validator("hour")
     @classmethod
-    def _hour_is_utc_hour_start(cls, value: str) -> str:
+    def _hour_is_a_utc_timestamp(cls, value: str) -> str:
+        from app.ingest import parse_timestamp, show
+
+        parsed = parse_timestamp(value)
+        if isinstance(parsed, str):
+            raise ValueError(f"hour {parsed}: found {show(value)}")
+        return format_hour(parsed)
+
+    @field_validator("produced_at")
+    @classmethod
+    def _produced_at_is_a_timestamp(cls, value: str | None) -> str | None:
+        from app.ingest import _produced_at, _Reject
+
         try:
-            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError as exc:
-            raise ValueError(f"hour {value!r} is not an ISO 8601 timestamp") from exc
-        if moment.tzinfo is None:
-            raise ValueError(f"hour {value!r} has no time zone; send UTC with a 'Z'")
-        return format_hour(moment)
+            return _produced_at(value)
+        except _Reject as exc:
+            raise ValueError(exc.reason) from None
 
     def to_json_bytes(self) -> bytes:
-        return json.dumps(self.model_dump(), separators=(",", ":")).encode()
+        """The wire form: compact JSON, fields in contract order, ``produced_at`` omitted
+        when null."""
+        return json.dumps(
+            self.model_dump(exclude_none=True), separators=(",", ":"), allow_nan=False
+        ).encode()
 
     @classmethod
     def make(cls, combo: str, hour: datetime, count: int) -> HourlyCount:

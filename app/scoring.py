@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
+from app.config import DEFAULT_MAX_AHEAD_STEPS
 from app.streaming.scorer import score_emissions
 from app.streaming.state import ComboWindowState, StepCount, advance
 
@@ -24,12 +25,20 @@ log = logging.getLogger(__name__)
 
 
 def emissions_frame(
-    frame: pd.DataFrame, *, window: int, max_gap_steps: int, step_seconds: int = 3600
+    frame: pd.DataFrame,
+    *,
+    window: int,
+    max_gap_steps: int,
+    step_seconds: int = 3600,
+    max_ahead_steps: int | None = DEFAULT_MAX_AHEAD_STEPS,
 ) -> pd.DataFrame:
     """Feed every observed hour of every combo through ``advance``, in time order.
 
     ``frame`` is the long frame of ``app.data.load_counts`` (missing hours are not fed:
-    ``advance`` reports them as ``missing`` itself, as the stream does).
+    ``advance`` reports them as ``missing`` itself, as the stream does).  ``max_ahead_steps``
+    is the stream's ``MAX_AHEAD_STEPS`` rule (same default): on time-ordered data it never
+    drops an hour (a long gap is confirmed by the hour after it); only a combo's very last
+    hour, when it follows a gap longer than that, stays held (not emitted), as in the stream.
     """
     rows: list[dict[str, Any]] = []
     for combo, series in frame.groupby("combo", sort=True):
@@ -38,10 +47,16 @@ def emissions_frame(
         counts = seen["value"].to_numpy(dtype=np.float64)
         feed = [StepCount(str(combo), int(s), float(c)) for s, c in zip(steps, counts, strict=True)]
         _, emissions = advance(
-            ComboWindowState(str(combo)), feed, window=window, max_gap_steps=max_gap_steps
+            ComboWindowState(str(combo)),
+            feed,
+            window=window,
+            max_gap_steps=max_gap_steps,
+            max_ahead_steps=max_ahead_steps,
         )
         rows.extend(e.to_record() for e in emissions)
-    return pd.DataFrame(rows, columns=["combo", "step", "status", "count", "window_values"])
+    return pd.DataFrame(
+        rows, columns=["combo", "step", "status", "count", "window_values", "reason"]
+    )
 
 
 def score_frame(
@@ -52,10 +67,15 @@ def score_frame(
     max_gap_steps: int,
     step_seconds: int = 3600,
     seed: int = 0,
+    max_ahead_steps: int | None = DEFAULT_MAX_AHEAD_STEPS,
 ) -> pd.DataFrame:
     """Score every hour of every combo causally; one row per hour (the scored-hour contract)."""
     emissions = emissions_frame(
-        frame, window=window, max_gap_steps=max_gap_steps, step_seconds=step_seconds
+        frame,
+        window=window,
+        max_gap_steps=max_gap_steps,
+        step_seconds=step_seconds,
+        max_ahead_steps=max_ahead_steps,
     )
     records, _ = score_emissions(
         emissions, registry, step_seconds=step_seconds, seed=seed, scored_at="offline"

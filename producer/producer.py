@@ -31,7 +31,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app import PROJECT_ROOT
 from app.config import KafkaSettings
-from app.contracts import format_hour, utc_now_iso
+from app.contracts import HourlyCount, format_hour
 from app.errors import DataError, InfraError
 
 log = logging.getLogger(__name__)
@@ -191,16 +191,13 @@ def run(settings: ProducerSettings, kafka: KafkaSettings, stop: threading.Event)
             if stop.is_set() or (settings.max_hours and i >= settings.max_hours):
                 break
             for row in group.itertuples(index=False):
-                message = {
-                    "combo": row.combo,
-                    "hour": format_hour(row.timestamp.to_pydatetime()),
-                    "count": int(row.count),
-                    "produced_at": utc_now_iso(),
-                }
+                message = HourlyCount.make(
+                    str(row.combo), row.timestamp.to_pydatetime(), int(row.count)
+                )
                 producer.send(
                     kafka.kafka_input_topic,
-                    key=row.combo.encode(),
-                    value=json.dumps(message, separators=(",", ":")).encode(),
+                    key=message.combo.encode(),
+                    value=message.to_json_bytes(),
                 )
                 sent += 1
             producer.flush()

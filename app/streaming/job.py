@@ -3,7 +3,8 @@
 The only module that imports pyspark for the pipeline.  Plan of one query::
 
     Kafka (input topic, read once per micro-batch)
-      → validate (explicit schema; every rejected record gets a specific reason)
+      → mapInPandas(validate_frame)   app.ingest.validate on the raw key/value bytes: an
+                                      accepted hour or one exact reason; raw copy bounded
       → groupBy(combo of a good record, NULL for a rejected one)
         .applyInPandasWithState(advance)                       [Spark state store]
           good records: window state advanced; rejected ones: passed on, no state kept
@@ -15,7 +16,10 @@ The only module that imports pyspark for the pipeline.  Plan of one query::
 Window state is a flat row (the window as text: array-typed state fields fail in
 ``applyInPandasWithState``).  The Kafka sink is at-least-once: after a crash the last
 micro-batch may be written again, so consumers keep the newest record per
-(combo, hour) — the dashboard does.
+(combo, hour) — the dashboard does.  A re-written record is byte-identical: everything in
+it, ``scored_at`` and ``failed_at`` included, derives from the input and the micro-batch's
+own timestamp (Spark keeps it in the offset log and reuses it when the batch is re-run),
+and the wall-clock future guard measures from that same timestamp.
 """
 
 from __future__ import annotations
@@ -36,158 +40,123 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from app.config import KafkaSettings, SparkSettings, StreamSettings
-from app.contracts import HOURLY_COUNT_DDL
+from app.config import SINK_MAX_REQUEST_BYTES, KafkaSettings, SparkSettings, StreamSettings
 from app.errors import InfraError
+from app.ingest import Accepted, Rules, bounded_raw, validate
 from app.streaming.state import ComboWindowState, StepCount, advance
 from app.timebase import TimeBase
 
 if TYPE_CHECKING:
-    from pyspark.sql import Column, DataFrame, SparkSession
+    from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql.streaming import StreamingQuery
     from pyspark.sql.streaming.state import GroupState
 
 log = logging.getLogger(__name__)
 
-STATE_DDL = "combo STRING, last_step LONG, window_values STRING, run_length LONG"
+STATE_DDL = (
+    "combo STRING, last_step LONG, window_values STRING, run_length LONG, "
+    "held_step LONG, held_count DOUBLE, held_source STRING"
+)
+#: What the validation step hands to the stateful step (one row per input message).
+VALIDATED_DDL = (
+    "combo STRING, step LONG, count DOUBLE, produced_at STRING, raw STRING, raw_bytes LONG, "
+    "raw_sha256 STRING, reason STRING, src_topic STRING, src_partition INT, src_offset LONG"
+)
+VALIDATED_COLUMNS = [c.split()[0] for c in VALIDATED_DDL.split(", ")]
 EMISSION_DDL = (
     "combo STRING, step LONG, status STRING, count DOUBLE, window_values STRING, "
-    "produced_at STRING, raw STRING, src_partition INT, src_offset LONG, reason STRING"
+    "produced_at STRING, raw STRING, raw_bytes LONG, raw_sha256 STRING, "
+    "src_partition INT, src_offset LONG, reason STRING"
 )
+#: Per-record source fields kept with a row while it may still be dead-lettered.
+SOURCE_FIELDS = ("produced_at", "raw", "raw_bytes", "raw_sha256", "src_partition", "src_offset")
 EMISSION_COLUMNS = [c.split()[0] for c in EMISSION_DDL.split(", ")]
 OUTPUT_DDL = "topic STRING, key STRING, value STRING"
+
+
+def validate_frame(
+    pdf: pd.DataFrame, rules: Rules, max_raw_bytes: int, now_s: float
+) -> pd.DataFrame:
+    """Kafka source rows (``key``, ``value`` bytes, ``src_*``) → ``VALIDATED_COLUMNS``.
+
+    ``app.ingest.validate`` on each message; a rejected one keeps its key (as text) as
+    ``combo``, for the dead letter's key.  Plain pandas: the job's validation step and the
+    unit tests share it.
+    """
+    out: dict[str, list[Any]] = {c: [] for c in VALIDATED_COLUMNS}
+    for key, value, topic, partition, offset in zip(
+        pdf["key"],
+        pdf["value"],
+        pdf["src_topic"],
+        pdf["src_partition"],
+        pdf["src_offset"],
+        strict=True,
+    ):
+        key_b = None if key is None else bytes(key)
+        value_b = None if value is None else bytes(value)
+        result = validate(value_b, key_b, rules, now_s)
+        copy = bounded_raw(value_b, max_raw_bytes)
+        if isinstance(result, Accepted):
+            combo, step, count = result.combo, result.step, float(result.count)
+            produced_at, reason = result.produced_at, None
+        else:
+            combo = None if key_b is None else key_b.decode("utf-8", "replace")[:200]
+            step, count, produced_at, reason = None, None, None, result.reason
+        for name, v in (
+            ("combo", combo),
+            ("step", step),
+            ("count", count),
+            ("produced_at", produced_at),
+            ("raw", copy.raw),
+            ("raw_bytes", copy.raw_bytes),
+            ("raw_sha256", copy.raw_sha256),
+            ("reason", reason),
+            ("src_topic", topic),
+            ("src_partition", int(partition)),
+            ("src_offset", int(offset)),
+        ):
+            out[name].append(v)
+    frame = pd.DataFrame(out, columns=VALIDATED_COLUMNS)
+    # Nullable integer columns: a None in a plain int column would become a float NaN.
+    for name in ("step", "raw_bytes"):
+        frame[name] = frame[name].astype("Int64")
+    return frame
+
+
+def _make_validate_function(settings: StreamSettings, known_combos: list[str] | None) -> Any:
+    rules = Rules.from_settings(settings, known_combos)
+    max_raw = settings.deadletter_max_raw_bytes
+
+    def validate_partition(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for pdf in batches:
+            if len(pdf):
+                now_s = int(pdf["batch_ms"].iloc[0]) / 1000.0
+                yield validate_frame(pdf, rules, max_raw, now_s)
+
+    return validate_partition
 
 
 def validated(
     raw: DataFrame, settings: StreamSettings, known_combos: list[str] | None
 ) -> DataFrame:
-    """Parse Kafka records and attach ``reason`` (NULL for a good record).
+    """Validate Kafka records with ``app.ingest.validate`` (``reason`` NULL for a good one).
 
-    Columns out: combo, step (epoch hours), count, produced_at, raw, reason,
-    src_topic, src_partition, src_offset.
+    Spark only carries the bytes in and the records out.  Columns out: ``VALIDATED_DDL``
+    (combo, step, count, produced_at, raw + raw_bytes + raw_sha256, reason, src_topic,
+    src_partition, src_offset).  ``batch_ms`` is the micro-batch's timestamp
+    (``current_timestamp()`` in a stream), the "now" of the future-hour guard.
     """
     from pyspark.sql import functions as F
 
-    text = F.col("value").cast("string")
-    js = F.from_json(text, HOURLY_COUNT_DDL, {"allowNonNumericNumbers": "true"})
-    # The strict JSON functions below (get_json_object, try_parse_json) reject the bare NaN
-    # and Infinity values that from_json reads: where the text is not strict JSON, this copy
-    # quotes them, so a NaN or infinite count gets its own reason, not "malformed JSON".
-    strict = F.when(F.get_json_object(text, "$").isNotNull(), text).otherwise(
-        F.regexp_replace(text, r"(:\s*)(NaN|[+-]?Infinity|[+-]INF)(?=\s*[,}])", '$1"$2"')
-    )
-    as_variant = F.try_parse_json(strict)
-    raw_count = F.get_json_object(strict, "$.count")
-    hour_ts = F.try_to_timestamp(F.col("m.hour"))
-    hour_s = F.unix_seconds(hour_ts)
-    step_s = settings.resolved_step_seconds()
-    max_future = F.unix_seconds(F.current_timestamp()) + F.lit(settings.max_future_hours * 3600)
-
-    def field_missing(name: str) -> Column:
-        return F.get_json_object(strict, f"$.{name}").isNull()
-
-    def not_a_string(name: str) -> Column:
-        """The field's JSON value is a number, boolean, array or object (from_json would
-        read it as its text)."""
-        kind = F.schema_of_variant(F.try_variant_get(as_variant, f"$.{name}", "variant"))
-        return F.coalesce(kind != F.lit("STRING"), F.lit(False))
-
-    reason = (
-        F.when(
-            F.length(F.col("value")) > settings.max_message_bytes,
-            F.format_string(
-                "oversized message: %d bytes > MAX_MESSAGE_BYTES=%d",
-                F.length(F.col("value")),
-                F.lit(settings.max_message_bytes),
-            ),
-        )
-        .when(F.col("value").isNull(), F.lit("empty message (no value)"))
-        .when(~F.is_valid_utf8(text), F.lit("value is not valid UTF-8"))
-        .when(
-            F.get_json_object(strict, "$").isNull() | ~F.ltrim(text).startswith("{"),
-            F.lit(
-                'malformed JSON: expected an object like {"combo": ..., "hour": ..., "count": ...}'
-            ),
-        )
-        .when(field_missing("combo"), F.lit("missing field 'combo'"))
-        .when(field_missing("hour"), F.lit("missing field 'hour'"))
-        .when(field_missing("count"), F.lit("missing field 'count'"))
-        .when(
-            F.col("m.combo").isNull() | not_a_string("combo"),
-            F.format_string("combo is not a string: %s", F.get_json_object(strict, "$.combo")),
-        )
-        .when(F.trim(F.col("m.combo")) == "", F.lit("empty combo"))
-        .when(F.col("m.count").isNull(), F.format_string("count is not a number: %s", raw_count))
-        .when(F.isnan(F.col("m.count")), F.lit("count is NaN"))
-        .when(F.col("m.count") < 0, F.format_string("negative count: %s", raw_count))
-        .when(  # before the fractional test: floor() of a huge double overflows a long
-            F.col("m.count") > settings.max_count,
-            F.format_string(
-                "count too large: %s > MAX_COUNT=%d", raw_count, F.lit(settings.max_count)
-            ),
-        )
-        .when(
-            F.col("m.count") != F.floor(F.col("m.count")),
-            F.format_string("fractional count: %s", raw_count),
-        )
-        .when(
-            not_a_string("hour"),
-            F.format_string("hour is not a string: %s", F.get_json_object(strict, "$.hour")),
-        )
-        .when(
-            hour_ts.isNull(),
-            F.format_string("hour is not an ISO 8601 timestamp: %s", F.col("m.hour")),
-        )
-        .when(
-            hour_s % step_s != 0,
-            F.format_string(
-                "hour not aligned to the start of a %d-second step: %s",
-                F.lit(step_s),
-                F.col("m.hour"),
-            ),
-        )
-        .when(
-            hour_s < settings.min_hour_epoch_s,
-            F.format_string("hour too far in the past: %s", F.col("m.hour")),
-        )
-        .when(
-            hour_s > max_future, F.format_string("hour too far in the future: %s", F.col("m.hour"))
-        )
-        .when(
-            F.col("key").isNotNull() & (F.col("key").cast("string") != F.col("m.combo")),
-            F.format_string(
-                "message key %s does not match combo %s",
-                F.col("key").cast("string"),
-                F.col("m.combo"),
-            ),
-        )
-    )
-    if known_combos is not None:
-        reason = reason.when(
-            ~F.col("m.combo").isin(known_combos),
-            F.format_string("unknown combo %s: no model for it under MODEL_PATH", F.col("m.combo")),
-        )
-    return raw.select(
-        F.when(F.is_valid_utf8(text), text)
-        .otherwise(F.concat(F.lit("base64:"), F.base64(F.col("value"))))
-        .alias("raw"),
-        js.alias("m"),
+    source = raw.select(
         F.col("key"),
         F.col("value"),
         F.col("topic").alias("src_topic"),
         F.col("partition").alias("src_partition"),
         F.col("offset").alias("src_offset"),
-    ).select(
-        F.col("m.combo").alias("combo"),
-        (hour_s / step_s).cast("long").alias("step"),
-        F.col("m.count").alias("count"),
-        F.col("m.produced_at").alias("produced_at"),
-        "raw",
-        reason.alias("reason"),
-        "src_topic",
-        "src_partition",
-        "src_offset",
+        F.unix_millis(F.current_timestamp()).alias("batch_ms"),
     )
+    return source.mapInPandas(_make_validate_function(settings, known_combos), VALIDATED_DDL)
 
 
 def _make_state_function(settings: StreamSettings) -> Any:
@@ -195,6 +164,7 @@ def _make_state_function(settings: StreamSettings) -> Any:
         raise ValueError("StreamSettings.window_size must be resolved before building the query")
     window = settings.window_size
     max_gap = TimeBase(settings.resolved_step_seconds()).hours_to_steps(settings.max_gap_hours)
+    max_ahead = settings.max_ahead_steps
 
     def advance_group(
         key: tuple[str], pdfs: Iterator[pd.DataFrame], state: GroupState
@@ -206,29 +176,34 @@ def _make_state_function(settings: StreamSettings) -> Any:
             return
         current = ComboWindowState.from_row(state.get) if state.exists else ComboWindowState(combo)
         rows = [
-            StepCount(combo, int(s), float(c), ref=i)
-            for i, (s, c) in enumerate(zip(frame["step"], frame["count"], strict=True))
+            StepCount(combo, int(r.step), float(r.count), ref=i, source=_source_text(r))
+            for i, r in enumerate(frame.itertuples(index=False))
         ]
-        new_state, emissions = advance(current, rows, window=window, max_gap_steps=max_gap)
+        new_state, emissions = advance(
+            current, rows, window=window, max_gap_steps=max_gap, max_ahead_steps=max_ahead
+        )
         state.update(new_state.to_row())
         out = []
         for e in emissions:
-            src = frame.iloc[e.ref] if e.ref >= 0 else None
-            out.append(
-                {
-                    **e.to_record(),
-                    "produced_at": None if src is None else src["produced_at"],
-                    "raw": None if src is None else src["raw"],
-                    "src_partition": None if src is None else int(src["src_partition"]),
-                    "src_offset": None if src is None else int(src["src_offset"]),
-                    # Explicit None (an object column): a missing key would be a float NaN
-                    # column, which pyarrow turns into a ChunkedArray for a STRING field.
-                    "reason": None,
-                }
-            )
+            # A held row refuted or confirmed in a later batch is known only by its source.
+            src = json.loads(e.source) if e.source else dict.fromkeys(SOURCE_FIELDS)
+            # Explicit None for every absent field (an object column): a missing key would
+            # be a float NaN column, which pyarrow turns into a ChunkedArray for a STRING.
+            out.append({**e.to_record(), **src})
         yield pd.DataFrame(out, columns=EMISSION_COLUMNS)
 
     return advance_group
+
+
+def _source_text(row: Any) -> str:
+    """A validated row's source fields as JSON text (kept in the state while it is held)."""
+    values = {}
+    for name in SOURCE_FIELDS:
+        v = getattr(row, name)
+        values[name] = None if v is None or v is pd.NA or (isinstance(v, float) and v != v) else v
+        if values[name] is not None and name in ("raw_bytes", "src_partition", "src_offset"):
+            values[name] = int(values[name])
+    return json.dumps(values, separators=(",", ":"))
 
 
 def rejected_emissions(frame: pd.DataFrame) -> pd.DataFrame:
@@ -244,6 +219,8 @@ def rejected_emissions(frame: pd.DataFrame) -> pd.DataFrame:
             "window_values": [None] * n,
             "produced_at": [None] * n,
             "raw": frame["raw"].tolist(),
+            "raw_bytes": frame["raw_bytes"].tolist(),
+            "raw_sha256": frame["raw_sha256"].tolist(),
             "src_partition": frame["src_partition"].tolist(),
             "src_offset": frame["src_offset"].tolist(),
             "reason": frame["reason"].tolist(),
@@ -301,9 +278,10 @@ def _make_score_function(
     n_samples = settings.n_samples
     threads = settings.torch_threads
     step_seconds = settings.resolved_step_seconds()
+    max_raw = settings.deadletter_max_raw_bytes
 
     def score_partition(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        from app.streaming.scorer import emissions_to_messages
+        from app.streaming.scorer import batch_time_iso, emissions_to_messages
 
         path = model_path
         if shipped_models is not None:  # the executor's unpacked copy of the driver's models
@@ -322,6 +300,8 @@ def _make_score_function(
                     deadletter_topic=dead_topic,
                     source_topic=input_topic,
                     step_seconds=step_seconds,
+                    scored_at=batch_time_iso(int(pdf["batch_ms"].iloc[0])),
+                    max_raw_bytes=max_raw,
                 )
 
     return score_partition
@@ -345,9 +325,32 @@ def checkpoint_sources(checkpoint: Path) -> int | None:
     return max(0, len(newest.read_text(encoding="utf-8").splitlines()) - 2)
 
 
+#: The layout of the per-combo state this job keeps (2: the window plus a held hour, see
+#: ``state.advance``'s ``max_ahead_steps``). Spark cannot read state of another layout; the
+#: job writes this next to a new checkpoint and refuses a checkpoint without it.
+STATE_LAYOUT = "2"
+STATE_LAYOUT_FILE = "txn_anomaly_state_layout"
+
+
 def check_checkpoint(checkpoint: Path) -> None:
-    """Refuse, with what to do, a checkpoint this query plan cannot resume."""
+    """Refuse, with what to do, a checkpoint this query plan cannot resume (and mark a new
+    one with this job's state layout)."""
     found = checkpoint_sources(checkpoint)
+    marker = checkpoint / STATE_LAYOUT_FILE
+    if found is None:
+        checkpoint.mkdir(parents=True, exist_ok=True)
+        marker.write_text(STATE_LAYOUT, encoding="utf-8")
+        return
+    layout = marker.read_text(encoding="utf-8").strip() if marker.exists() else "1"
+    if layout != STATE_LAYOUT:
+        raise InfraError(
+            f"the checkpoint in {checkpoint} holds per-combo state of layout {layout}, this "
+            f"job keeps layout {STATE_LAYOUT} (a held far-ahead hour was added); Spark cannot "
+            "resume it. Point CHECKPOINT_LOCATION at an empty directory (or delete this one): "
+            "the job then starts from STARTING_OFFSETS and rebuilds each combo's window, and "
+            "hours already scored are written again (consumers keep one record per combo and "
+            "hour)"
+        )
     if found is not None and found != QUERY_SOURCES:
         raise InfraError(
             f"the checkpoint in {checkpoint} was written by an earlier version of the job "
@@ -399,12 +402,15 @@ def build_query(
         outputMode="append",
         timeoutConf=GroupStateTimeout.NoTimeout,
     )
-    scored = emissions.mapInPandas(
-        _make_score_function(settings, kafka, shipped_models), OUTPUT_DDL
-    )
+    # The micro-batch's timestamp (the same on a re-run of the batch): scored_at/failed_at.
+    stamped = emissions.withColumn("batch_ms", F.unix_millis(F.current_timestamp()))
+    scored = stamped.mapInPandas(_make_score_function(settings, kafka, shipped_models), OUTPUT_DDL)
     writer = (
         scored.writeStream.format("kafka")
         .options(**kafka.spark_options())
+        # Explicit: the producer's limit on one request (so on one record).  Dead letters
+        # are bounded (DEADLETTER_MAX_RAW_BYTES <= half of it), scored records are small.
+        .option("kafka.max.request.size", str(SINK_MAX_REQUEST_BYTES))
         .option("checkpointLocation", checkpoint)
         .queryName("score_hourly_counts")
         .outputMode("append")

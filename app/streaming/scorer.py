@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from app.contracts import utc_now_iso
+from app.ingest import cap_raw_text, cut_text
 from app.streaming.state import parse_window, window_seed
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,13 @@ _STATUS_OUT = {"ready": "scored", "warming_up": "warming_up", "missing": "missin
 _DEAD = {
     "duplicate": "duplicate hour: this combo already has a record for this hour",
     "late": "late hour: older than the newest hour already accepted for this combo",
+    "ahead": "too far ahead of this combo",  # advance gives the exact reason
+    "invalid": "invalid message",  # the validator gives the exact reason
 }
+#: Default bound of a dead letter's raw copy (``DEADLETTER_MAX_RAW_BYTES``).
+DEFAULT_MAX_RAW_BYTES = 65_536
+#: A reason is at most this many bytes of JSON text (validator reasons are far shorter).
+MAX_REASON_BYTES = 2_000
 _SCORE_FIELDS = (
     "score",
     "threshold",
@@ -58,7 +65,21 @@ def step_to_iso(step: int, step_seconds: int = 3600) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def batch_time_iso(batch_ms: int) -> str:
+    """A micro-batch timestamp (epoch ms) as ISO 8601 UTC with milliseconds.
+
+    Examples
+    --------
+    >>> batch_time_iso(1_700_000_000_123)
+    '2023-11-14T22:13:20.123Z'
+    """
+    moment = datetime.fromtimestamp(batch_ms / 1000, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{batch_ms % 1000:03d}Z"
+
+
 def _clean(value: Any) -> Any:
+    if value is None or value is pd.NA:
+        return None
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -73,6 +94,7 @@ def score_emissions(
     step_seconds: int = 3600,
     seed: int = 0,
     scored_at: str | None = None,
+    max_raw_bytes: int = DEFAULT_MAX_RAW_BYTES,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Turn emissions into scored-hour records and dead-letter records.
 
@@ -89,25 +111,21 @@ def score_emissions(
     -------
     (scored, dead)
         Scored-hour dicts (the ``ScoredHour`` contract) in input order, and dead-letter
-        dicts (with the ``combo``, the message key) for duplicate/late hours and for
-        records the job's validation rejected (status ``invalid``, with their ``reason``).
+        dicts (with the ``combo``, the message key) for duplicate/late/ahead hours and
+        for records the job's validation rejected (status ``invalid``, with their
+        ``reason``).  A dead letter's ``raw`` is cut to ``max_raw_bytes`` of JSON text
+        (``raw_bytes`` and ``raw_sha256`` describe the whole original value), so no dead
+        letter can outgrow the sink's request size, however its input was built.
+        ``scored_at`` (also the dead letters' ``failed_at``) is the caller's: the stream
+        passes its micro-batch time, so a replayed batch writes byte-identical records.
     """
     scored_at = scored_at or utc_now_iso()
     records: list[dict[str, Any] | None] = [None] * len(frame)
     dead: list[dict[str, Any]] = []
     ready_rows: dict[str, list[int]] = {}
     for i, row in enumerate(frame.itertuples(index=False)):
-        if row.status in _DEAD or row.status == "invalid":
-            dead.append(
-                {
-                    "combo": row.combo if isinstance(row.combo, str) else None,
-                    "raw": getattr(row, "raw", None),
-                    "reason": _DEAD.get(row.status) or getattr(row, "reason", None),
-                    "source_partition": _clean(getattr(row, "src_partition", None)),
-                    "source_offset": _clean(getattr(row, "src_offset", None)),
-                    "failed_at": scored_at,
-                }
-            )
+        if row.status in _DEAD:
+            dead.append(_dead_letter(row, scored_at, max_raw_bytes))
             continue
         records[i] = {
             "combo": row.combo,
@@ -148,6 +166,34 @@ def score_emissions(
     return [r for r in records if r is not None], dead
 
 
+def _dead_letter(row: Any, failed_at: str, max_raw_bytes: int) -> dict[str, Any]:
+    reason = getattr(row, "reason", None)
+    if not isinstance(reason, str) or row.status in ("duplicate", "late"):
+        reason = _DEAD[row.status]
+    raw = getattr(row, "raw", None)
+    raw = cap_raw_text(raw if isinstance(raw, str) else None, max_raw_bytes)
+    raw_bytes = _clean(getattr(row, "raw_bytes", None))
+    raw_bytes = None if isinstance(raw_bytes, float) and raw_bytes != raw_bytes else raw_bytes
+    sha = getattr(row, "raw_sha256", None)
+    kept = None
+    if raw is not None:
+        kept = len(raw) - 7 if raw.startswith("base64:") else len(raw.encode("utf-8"))
+        if raw.startswith("base64:"):
+            kept = (kept // 4) * 3 - raw[-2:].count("=")
+    combo = row.combo if isinstance(row.combo, str) else None
+    return {
+        "combo": None if combo is None else cut_text(combo, 800),
+        "raw": raw,
+        "raw_bytes": None if raw_bytes is None else int(raw_bytes),
+        "raw_sha256": sha if isinstance(sha, str) else None,
+        "raw_truncated": bool(raw_bytes is not None and kept is not None and kept < raw_bytes),
+        "reason": cut_text(reason, MAX_REASON_BYTES),
+        "source_partition": _clean(getattr(row, "src_partition", None)),
+        "source_offset": _clean(getattr(row, "src_offset", None)),
+        "failed_at": failed_at,
+    }
+
+
 _REGISTRIES: dict[tuple[str, str, int | None], Any] = {}
 
 
@@ -179,10 +225,18 @@ def emissions_to_messages(
     deadletter_topic: str,
     source_topic: str,
     step_seconds: int = 3600,
+    scored_at: str | None = None,
+    max_raw_bytes: int = DEFAULT_MAX_RAW_BYTES,
 ) -> pd.DataFrame:
     """Score a batch of emissions and shape it as Kafka sink rows (topic, key, value)."""
     registry = get_registry(model_path, detector, n_samples, torch_threads)
-    scored, dead = score_emissions(frame, registry, step_seconds=step_seconds)
+    scored, dead = score_emissions(
+        frame,
+        registry,
+        step_seconds=step_seconds,
+        scored_at=scored_at,
+        max_raw_bytes=max_raw_bytes,
+    )
     rows: list[tuple[str, str | None, str]] = [
         (scored_topic, r["combo"], _dumps(r)) for r in scored
     ]

@@ -18,6 +18,13 @@ Rules (TECHNICAL.md, "Window state"):
   again.
 - A step is ``ready`` (scored) once ``window`` consecutive steps since the last reset
   are in the window and its own value is present; before that it is ``warming_up``.
+- A step more than ``max_ahead_steps`` after the newest accepted step is **held**, not
+  applied: the combo's next new row decides.  A next row after the held step confirms
+  the jump (an outage ended: the held step is applied, then the row); a next row before
+  it refutes it (the held step is reported ``ahead`` with its reason, and the state is as
+  if it never came).  So one bad future hour costs only itself, never the real hours
+  after it, and on time-ordered data no hour is lost (at most a combo's newest step waits
+  for the next one); the first step of a combo is never held.
 """
 
 from __future__ import annotations
@@ -28,17 +35,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
-Status = Literal["ready", "warming_up", "missing", "duplicate", "late"]
+Status = Literal["ready", "warming_up", "missing", "duplicate", "late", "ahead"]
 
 
 @dataclass(frozen=True)
 class StepCount:
-    """One observed value: ``step`` is epoch seconds // step length (epoch hours for 1 h)."""
+    """One observed value: ``step`` is epoch seconds // step length (epoch hours for 1 h).
+
+    ``ref`` and ``source`` are the caller's handles on the source record, echoed in the
+    emissions of this row; ``source`` (opaque text) is also kept in the state while the row
+    is held, so a row refuted in a later call can still be traced to its message.
+    """
 
     combo: str
     step: int
     count: float
-    ref: int = -1  # the caller's handle on the source record (echoed in duplicate/late emissions)
+    ref: int = -1
+    source: str = ""
 
 
 @dataclass(frozen=True)
@@ -51,6 +64,8 @@ class Emission:
     count: float | None
     window: tuple[float, ...] | None = None  # oldest first, NaN = missing; only when ready
     ref: int = -1
+    source: str = ""
+    reason: str | None = None  # only for "ahead": why it was rejected
 
     def to_record(self) -> dict[str, object]:
         """The emission as the row the scorer reads (the window as text, see ``format_window``).
@@ -66,6 +81,7 @@ class Emission:
             "status": self.status,
             "count": self.count,
             "window_values": None if self.window is None else format_window(self.window),
+            "reason": self.reason,
         }
 
 
@@ -99,25 +115,38 @@ class ComboWindowState:
     last_step: int | None = None
     values: tuple[float, ...] = ()
     run_length: int = 0
+    held: StepCount | None = None  # a step far ahead of last_step, waiting for the next row
 
-    def to_row(self) -> tuple[str, int, str, int]:
+    def to_row(self) -> tuple[str, int, str, int, int, float, str]:
         """Flat tuple for Spark's state schema (the window is text: no array-typed state).
 
         Examples
         --------
         >>> s = ComboWindowState("A", 10, (1.0, float("nan"), 3.5), 3)
         >>> ComboWindowState.from_row(s.to_row()) == s or s.to_row()
-        ('A', 10, '1.0,nan,3.5', 3)
+        ('A', 10, '1.0,nan,3.5', 3, -1, 0.0, '')
         """
         last = -1 if self.last_step is None else self.last_step
-        return (self.combo, last, format_window(self.values), self.run_length)
+        held = self.held
+        return (
+            self.combo,
+            last,
+            format_window(self.values),
+            self.run_length,
+            -1 if held is None else held.step,
+            0.0 if held is None else float(held.count),
+            "" if held is None else held.source,
+        )
 
     @classmethod
     def from_row(cls, row: Sequence[object]) -> ComboWindowState:
-        combo, last, values, run = row
+        combo, last, values, run = row[:4]
         last_i = int(last)  # type: ignore[call-overload]
         parsed = tuple(parse_window(str(values)))
-        return cls(str(combo), None if last_i < 0 else last_i, parsed, int(run))  # type: ignore[call-overload]
+        held = None
+        if len(row) >= 7 and int(row[4]) >= 0:  # type: ignore[call-overload]
+            held = StepCount(str(combo), int(row[4]), float(row[5]), source=str(row[6] or ""))  # type: ignore[call-overload, arg-type]
+        return cls(str(combo), None if last_i < 0 else last_i, parsed, int(run), held)  # type: ignore[call-overload]
 
 
 def advance(
@@ -126,6 +155,7 @@ def advance(
     *,
     window: int,
     max_gap_steps: int,
+    max_ahead_steps: int | None,
     max_missing_report: int = 168,
 ) -> tuple[ComboWindowState, list[Emission]]:
     """Feed one combo's new rows into its state; return the new state and one emission per step.
@@ -140,31 +170,41 @@ def advance(
         Window length W; a step is ready when W steps since the last reset are known.
     max_gap_steps
         Longest gap (missing steps) bridged with NaN; a longer one resets the window.
+    max_ahead_steps
+        A step further than this after the newest accepted one is held until the next new
+        row confirms or refutes it (module docstring); None = no limit (every step applies).
+        The stream and ``app.scoring`` pass the same ``MAX_AHEAD_STEPS``.
     max_missing_report
         At most this many ``missing`` emissions for one gap.
 
     Examples
     --------
     >>> s = ComboWindowState("A")
-    >>> s, out = advance(s, [StepCount("A", t, 10.0) for t in (2, 0, 1)], window=2, max_gap_steps=3)
+    >>> s, out = advance(s, [StepCount("A", t, 10.0) for t in (2, 0, 1)], window=2,
+    ...                  max_gap_steps=3, max_ahead_steps=3)
     >>> [(e.step, e.status) for e in out]
     [(0, 'warming_up'), (1, 'ready'), (2, 'ready')]
     >>> s, out = advance(s, [StepCount("A", 4, 5.0), StepCount("A", 2, 1.0)], window=2,
-    ...                  max_gap_steps=3)
+    ...                  max_gap_steps=3, max_ahead_steps=3)
     >>> [(e.step, e.status) for e in out]
     [(2, 'duplicate'), (3, 'missing'), (4, 'ready')]
+    >>> s, out = advance(s, [StepCount("A", 28, 9.0)], window=2, max_gap_steps=3,
+    ...                  max_ahead_steps=3)
+    >>> out, s.held.step
+    ([], 28)
+    >>> s, out = advance(s, [StepCount("A", 5, 6.0)], window=2, max_gap_steps=3,
+    ...                  max_ahead_steps=3)
+    >>> [(e.step, e.status) for e in out], s.held
+    ([(28, 'ahead'), (5, 'ready')], None)
     """
     if window < 1:
         raise ValueError(f"window must be >= 1, got {window}")
     emissions: list[Emission] = []
     last, values, run = state.last_step, list(state.values), state.run_length
-    for row in sorted(rows, key=lambda r: r.step):
-        if row.combo != state.combo:
-            raise ValueError(f"row for combo {row.combo!r} fed to the state of {state.combo!r}")
-        if last is not None and row.step <= last:
-            status: Status = "duplicate" if row.step == last else "late"
-            emissions.append(Emission(row.combo, row.step, status, row.count, ref=row.ref))
-            continue
+    held = state.held
+
+    def apply(row: StepCount) -> None:
+        nonlocal last, values, run
         if last is not None:
             gap = row.step - last - 1
             for k in range(min(gap, max_missing_report)):
@@ -178,13 +218,66 @@ def advance(
         values = values[-window:]
         run += 1
         last = row.step
-        if run >= window:
-            emissions.append(
-                Emission(row.combo, row.step, "ready", row.count, tuple(values), ref=row.ref)
+        status: Status = "ready" if run >= window else "warming_up"
+        emissions.append(
+            Emission(
+                row.combo,
+                row.step,
+                status,
+                row.count,
+                tuple(values) if status == "ready" else None,
+                ref=row.ref,
+                source=row.source,
             )
+        )
+
+    def refute(row: StepCount) -> None:
+        ahead = row.step - (last if last is not None else row.step)
+        reason = (
+            f"too far ahead of this combo: {ahead} steps after its newest accepted step "
+            f"(MAX_AHEAD_STEPS={max_ahead_steps}), and the combo's next hour came before it"
+        )
+        emissions.append(
+            Emission(
+                row.combo,
+                row.step,
+                "ahead",
+                row.count,
+                ref=row.ref,
+                source=row.source,
+                reason=reason,
+            )
+        )
+
+    for row in sorted(rows, key=lambda r: r.step):
+        if row.combo != state.combo:
+            raise ValueError(f"row for combo {row.combo!r} fed to the state of {state.combo!r}")
+        if last is not None and row.step <= last:
+            status: Status = "duplicate" if row.step == last else "late"
+            emissions.append(
+                Emission(row.combo, row.step, status, row.count, ref=row.ref, source=row.source)
+            )
+            continue
+        if held is not None and row.step == held.step:
+            emissions.append(
+                Emission(
+                    row.combo, row.step, "duplicate", row.count, ref=row.ref, source=row.source
+                )
+            )
+            continue
+        if held is not None:
+            if row.step > held.step:  # the feed went on past the held step: a real jump
+                apply(held)
+            else:  # the next row came before it: the held step was a bad timestamp
+                refute(held)
+            held = None
+        if last is not None and max_ahead_steps is not None and row.step - last > max_ahead_steps:
+            held = row
         else:
-            emissions.append(Emission(row.combo, row.step, "warming_up", row.count, ref=row.ref))
-    new_state = replace(state, last_step=last, values=tuple(values), run_length=min(run, window))
+            apply(row)
+    new_state = replace(
+        state, last_step=last, values=tuple(values), run_length=min(run, window), held=held
+    )
     return new_state, emissions
 
 

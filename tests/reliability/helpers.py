@@ -112,6 +112,28 @@ def read_all(kafka: KafkaSettings, topic: str, idle_ms: int = 2_000) -> list[dic
         consumer.close()
 
 
+def read_values(kafka: KafkaSettings, topic: str, idle_ms: int = 2_000) -> list[bytes]:
+    """Every record value of ``topic`` as the bytes on the broker."""
+    consumer = KafkaConsumer(
+        **kafka.client_options(), enable_auto_commit=False, consumer_timeout_ms=idle_ms
+    )
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        end = consumer.end_offsets(tps)
+        out: list[bytes] = []
+        deadline = time.monotonic() + 30
+        while any(consumer.position(tp) < end[tp] for tp in tps):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"could not read {topic} to its end offsets {end}")
+            for batch in consumer.poll(timeout_ms=500).values():
+                out.extend(m.value for m in batch)
+        return out
+    finally:
+        consumer.close()
+
+
 def wait_for(check: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 1.0) -> Any:
     """Call ``check`` until it returns something truthy (returned) or time runs out."""
     deadline = time.monotonic() + timeout_s

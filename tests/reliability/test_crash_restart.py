@@ -7,9 +7,10 @@ the same ``CHECKPOINT_LOCATION``.
 
 Delivery guarantee under test: the Kafka sink is **at-least-once**.  Spark replays the
 micro-batch that was running at the crash from its checkpointed offsets and state, so a
-(combo, hour) may be written to the scored topic twice — only ever as an identical re-write
-(same status, count, scores, flag; only ``scored_at`` differs).  Consumers therefore dedup
-by (combo, hour) (the dashboard's ``ScoredStore`` keeps one record per key).  After that
+(combo, hour) may be written to the scored topic twice — only ever as a byte-identical
+re-write (``scored_at`` is the micro-batch's own timestamp, which Spark reuses on the
+re-run).  Consumers therefore dedup by (combo, hour) (the dashboard's ``ScoredStore``
+keeps one record per key).  After that
 dedup the set of hours is complete, and every score equals what an uninterrupted batch
 run (``app.scoring.score_frame``) gives on the same data.
 """
@@ -38,6 +39,7 @@ from .helpers import (
     job_env,
     kill_group,
     read_all,
+    read_values,
     send,
     start,
     stop_gracefully,
@@ -124,6 +126,12 @@ def test_kill_9_and_restart_loses_no_hour_and_rewrites_identically(
         reference = {f: copies[0].get(f) for f in COMPARED}
         for copy in copies[1:]:
             assert {f: copy.get(f) for f in COMPARED} == reference, key
+    # ... byte for byte (issue 16, item 6): scored_at included.
+    by_key: dict[tuple[str, str], set[bytes]] = {}
+    for value in read_values(topics, topics.kafka_scored_topic):
+        record = json.loads(value)
+        by_key.setdefault((record["combo"], record["hour"]), set()).add(value)
+    assert all(len(v) == 1 for v in by_key.values()), [k for k, v in by_key.items() if len(v) > 1]
     print(f"{len(records)} records, {len(rewrites)} hours written more than once")
     assert read_all(topics, topics.kafka_deadletter_topic) == []
 

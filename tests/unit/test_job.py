@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 
 from app.errors import InfraError
-from app.streaming.job import check_checkpoint, checkpoint_sources, pack_models
+from app.streaming.job import (
+    STATE_LAYOUT,
+    STATE_LAYOUT_FILE,
+    check_checkpoint,
+    checkpoint_sources,
+    pack_models,
+)
 
 
 def _models(root: Path) -> Path:
@@ -70,7 +76,17 @@ def test_checkpoint_sources_reads_the_newest_offsets_file(tmp_path: Path) -> Non
 
 
 def test_a_checkpoint_of_the_two_source_plan_is_refused_with_what_to_do(tmp_path: Path) -> None:
-    check_checkpoint(tmp_path / "fresh")  # nothing there yet: fine
-    check_checkpoint(_offsets(tmp_path / "ok", 3, 1))
+    check_checkpoint(tmp_path / "fresh")  # nothing there yet: fine, and marked
+    assert (tmp_path / "fresh" / STATE_LAYOUT_FILE).read_text() == STATE_LAYOUT
+    ok = _offsets(tmp_path / "fresh", 3, 1)  # the job ran on it
+    check_checkpoint(ok)
+    old = _offsets(tmp_path / "old", 3, 2)
+    (old / STATE_LAYOUT_FILE).write_text(STATE_LAYOUT)
     with pytest.raises(InfraError, match=r"earlier version of the job.*CHECKPOINT_LOCATION"):
-        check_checkpoint(_offsets(tmp_path / "old", 3, 2))
+        check_checkpoint(old)
+
+
+def test_a_checkpoint_with_state_of_an_older_layout_is_refused(tmp_path: Path) -> None:
+    """Checkpoints written before the held-hour state (no layout marker) cannot resume."""
+    with pytest.raises(InfraError, match=r"state of layout 1.*CHECKPOINT_LOCATION"):
+        check_checkpoint(_offsets(tmp_path / "before", 3, 1))
