@@ -357,3 +357,26 @@ def test_poison_pills_near_the_size_limit_cannot_stop_the_job(
     run_job_available_now(spark, topics, tiny_models, checkpoint)
     assert len(read_all(topics, topics.kafka_scored_topic)) == len(scored)
     assert len(read_all(topics, topics.kafka_deadletter_topic)) == len(dead)
+
+
+def test_one_far_future_hour_costs_only_itself(
+    spark: Any, topics: KafkaSettings, tiny_models: Path, tmp_path: Path
+) -> None:
+    """An hour far ahead of its combo (inside MAX_FUTURE_HOURS of the clock) used to move
+    the window there: made-up missing hours, a reset, and the real hours after it dead-
+    lettered as late. Now it is held; the combo's next real hour refutes it."""
+    from app.config import StreamSettings
+
+    ahead = StreamSettings().max_ahead_steps
+    checkpoint = tmp_path / "checkpoint"
+    send(topics, topics.kafka_input_topic, [*(good(A, i) for i in range(10)), good(A, 40)])
+    run_job_available_now(spark, topics, tiny_models, checkpoint)
+    assert 9 + ahead < 40
+    send(topics, topics.kafka_input_topic, [good(A, i) for i in range(10, 20)])
+    run_job_available_now(spark, topics, tiny_models, checkpoint)
+
+    scored = read_all(topics, topics.kafka_scored_topic)
+    assert sorted(r["hour"] for r in scored) == sorted(hour_iso(i) for i in range(20))
+    assert {r["status"] for r in scored} <= {"warming_up", "scored"}  # no made-up gap
+    dead = read_all(topics, topics.kafka_deadletter_topic)
+    assert len(dead) == 1 and dead[0]["reason"].startswith("too far ahead of this combo")
