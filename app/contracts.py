@@ -136,3 +136,23 @@ class ScoredHour(BaseModel):
     error: str | None = None
     produced_at: str | None = None
     scored_at: str | None = None
+
+
+def scored_hour_json(record: dict[str, Any]) -> str:
+    """The wire form of a scored hour (what the job writes to the scored topic): the
+    record's fields in ``ScoredHour``'s order, compact JSON, never NaN.
+
+    A key that is not a field of the contract is an error (a programming error: the
+    scorer's records are checked against the contract by the tests), so nothing travels
+    that the contract does not name.
+
+    Examples
+    --------
+    >>> scored_hour_json({"status": "missing", "hour": "2025-03-02T14:00:00Z", "combo": "A"})
+    '{"combo":"A","hour":"2025-03-02T14:00:00Z","status":"missing"}'
+    """
+    unknown = sorted(set(record) - set(ScoredHour.model_fields))
+    if unknown:
+        raise ValueError(f"fields {unknown} are not in the ScoredHour contract")
+    ordered = {name: record[name] for name in ScoredHour.model_fields if name in record}
+    return json.dumps(ordered, separators=(",", ":"), allow_nan=False)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from app.contracts import utc_now_iso
+from app.contracts import scored_hour_json, utc_now_iso
 from app.ingest import cap_raw_text, cut_text
 from app.streaming.state import parse_window, window_seed
 
@@ -238,7 +238,7 @@ def emissions_to_messages(
         max_raw_bytes=max_raw_bytes,
     )
     rows: list[tuple[str, str | None, str]] = [
-        (scored_topic, r["combo"], _dumps(r)) for r in scored
+        (scored_topic, r["combo"], scored_hour_json(r)) for r in scored
     ]
     rows.extend(
         (deadletter_topic, d.pop("combo"), _dumps({**d, "source_topic": source_topic}))
