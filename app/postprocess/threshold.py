@@ -459,12 +459,13 @@ def budget_threshold(clean_scores: ArrayLike, max_flag_share: float) -> float:
     >>> budget_threshold([1.0, 2.0, 3.0], 0.0)
     3.0
     """
-    s = np.sort(np.asarray(clean_scores, dtype=np.float64).ravel())
+    if max_flag_share > 0:
+        return threshold_for_false_alarm_rate(clean_scores, max_flag_share)
+    s = np.asarray(clean_scores, dtype=np.float64).ravel()
     s = s[np.isfinite(s)]
     if s.size == 0:
         raise DataError("budget_threshold: no finite clean score")
-    allowed = int(np.floor(max_flag_share * s.size + 1e-9))
-    return float(s[s.size - 1 - min(allowed, s.size - 1)])
+    return float(s.max())
 
 
 def operating_point(
