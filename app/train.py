@@ -321,11 +321,23 @@ def calibration_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def train_one(
-    name: str, series: ComboSeries, args: argparse.Namespace, device: str, out_dir: Path
-) -> dict[str, Any]:
+def series_params(name: str, series: ComboSeries, args: argparse.Namespace) -> Any:
+    """``_params`` for one series: its step, its observed training steps, its values."""
     n_train = int(np.isfinite(series.values[series.positions("train")]).sum())
-    params, choices = _params(name, args, series.step_seconds, n_train, series.value_kind)
+    return _params(name, args, series.step_seconds, n_train, series.value_kind)
+
+
+def train_one(
+    name: str,
+    series: ComboSeries,
+    args: argparse.Namespace,
+    device: str,
+    out_dir: Path,
+    fitted: tuple[Any, list[Choice]] | None = None,
+) -> dict[str, Any]:
+    """Train, calibrate and save detector ``name`` for ``series``; ``fitted`` is its
+    ``series_params`` when the caller has them already."""
+    params, choices = fitted if fitted is not None else series_params(name, series, args)
     for choice in choices:
         log.info(
             "combo=%s detector=%s chose %s=%s: %s",
@@ -465,25 +477,21 @@ def run(args: argparse.Namespace, detectors: list[str], root_for: dict[str, Path
     frame = load_from_args(args)
     combos = sorted(frame["combo"].unique())
     summary = []
-    # Every series shares the grid's step; the params (a day of steps, hence the reference
-    # weeks' length) depend on it, as in train_one.
-    step_seconds = ComboSeries.from_frame(frame, combos[0]).step_seconds if combos else 3600
+    all_series = [ComboSeries.from_frame(frame, combo) for combo in combos]
     for name in detectors:
-        for combo in combos:  # every combo long enough before any training starts
-            series = ComboSeries.from_frame(frame, combo)
-            n_train = int(np.isfinite(series.values[series.positions("train")]).sum())
-            params, _ = _params(name, args, step_seconds, n_train, series.value_kind)
+        fitted = [series_params(name, series, args) for series in all_series]
+        for series, (params, _) in zip(all_series, fitted, strict=True):
+            # every combo long enough before any training starts
             detector = detector_class(name)(params)
             check_min_length(
-                frame[frame["combo"] == combo],
+                frame[frame["combo"] == series.combo],
                 window=detector.window,
                 min_train_points=min_train_points(detector),
                 hint=reference_hint(detector),
-                step_seconds=step_seconds,
+                step_seconds=series.step_seconds,
             )
-        for combo in combos:
-            series = ComboSeries.from_frame(frame, combo)
-            summary.append(train_one(name, series, args, device, root_for[name]))
+        for series, fit in zip(all_series, fitted, strict=True):
+            summary.append(train_one(name, series, args, device, root_for[name], fit))
     if summary:
         log.info("summary:\n%s", json.dumps(summary, indent=1, default=str))
     if args.detector in ("all", "ensemble"):
