@@ -362,6 +362,16 @@ def _read_decision_threshold(model_dir: Path, detector: str, combo: str) -> floa
     return float(meta["decision"]["threshold_calibrated"])
 
 
+def _run_cli(name: str, main: Any, argv: list[str], verbose: bool) -> float:
+    """Run a product CLI in-process; its seconds, or RuntimeError on a non-zero exit."""
+    t0 = time.perf_counter()
+    with _quiet_logs(verbose):
+        rc = main(argv)
+    if rc != 0:
+        raise RuntimeError(f"{name} exited {rc} (see its log above)")
+    return round(time.perf_counter() - t0, 2)
+
+
 def run_product(series: RealSeries, work: Path, args: argparse.Namespace) -> dict[str, DetectorRun]:
     """Train and score through the product's own CLIs; the three decisions on the grid."""
     from app import score as score_cli
@@ -414,18 +424,8 @@ def run_product(series: RealSeries, work: Path, args: argparse.Namespace) -> dic
             timings = {**previous.get("timings", {}), "reused": True}
         if not reuse:
             stamp.unlink(missing_ok=True)
-            t0 = time.perf_counter()
-            with _quiet_logs(args.verbose):
-                rc = train_cli.main(train_argv)
-            timings["train_s"] = round(time.perf_counter() - t0, 2)
-            if rc != 0:
-                raise RuntimeError(f"app.train exited {rc} (see its log above)")
-            t0 = time.perf_counter()
-            with _quiet_logs(args.verbose):
-                rc = score_cli.main(score_argv)
-            timings["score_s"] = round(time.perf_counter() - t0, 2)
-            if rc != 0:
-                raise RuntimeError(f"app.score exited {rc} (see its log above)")
+            timings["train_s"] = _run_cli("app.train", train_cli.main, train_argv, args.verbose)
+            timings["score_s"] = _run_cli("app.score", score_cli.main, score_argv, args.verbose)
             timings["trained_with"] = getattr(args, "git_head", "unknown")
             stamp.write_text(json.dumps({**fingerprint, "timings": timings}))
         scored = pd.read_csv(scores_csv, low_memory=False)

@@ -79,6 +79,14 @@ def _ffill(x: NDArray[np.float64]) -> NDArray[np.float64]:
     return out
 
 
+def _feature_rows(
+    values: ArrayLike, train_mask: ArrayLike, window: int, day_steps: int | None
+) -> tuple[NDArray[np.float64], NDArray[np.bool_], NDArray[np.bool_]]:
+    """``lagged_features``, which rows are complete, and which are in the train part."""
+    feats = lagged_features(values, train_mask, window=window, day_steps=day_steps)
+    return feats, np.isfinite(feats).all(axis=1), np.asarray(train_mask, dtype=bool)
+
+
 def lagged_features(
     values: ArrayLike,
     train_mask: ArrayLike,
@@ -154,9 +162,7 @@ class HalfSpaceTreesBaseline:
     ) -> NDArray[np.float64]:
         from river import anomaly
 
-        feats = lagged_features(values, train_mask, window=self.lag_window, day_steps=day_steps)
-        train = np.asarray(train_mask, dtype=bool)
-        ok = np.isfinite(feats).all(axis=1)
+        feats, ok, train = _feature_rows(values, train_mask, self.lag_window, day_steps)
         fit_rows = feats[ok & train] if (ok & train).any() else feats[ok]
         if fit_rows.shape[0] == 0:
             raise DataError("river_hst: no complete feature row")
@@ -212,9 +218,7 @@ class _PyODWindowBaseline:
     def score(
         self, values: ArrayLike, train_mask: ArrayLike, *, day_steps: int | None = None
     ) -> NDArray[np.float64]:
-        feats = lagged_features(values, train_mask, window=self.lag_window, day_steps=day_steps)
-        train = np.asarray(train_mask, dtype=bool)
-        ok = np.isfinite(feats).all(axis=1)
+        feats, ok, train = _feature_rows(values, train_mask, self.lag_window, day_steps)
         fit_rows = feats[ok & train]
         if fit_rows.shape[0] < 10:
             raise DataError(f"{self.name}: {fit_rows.shape[0]} complete train windows, need 10")
