@@ -647,16 +647,9 @@ def _resample(
     moved = frame["timestamp"] != frame["timestamp"].dt.floor(step)
     frame["timestamp"] = frame["timestamp"].dt.floor(step)
     frame = frame.sort_values(["combo", "timestamp", "line"], kind="stable")
-    groups = frame.groupby(["combo", "timestamp"], sort=False)
-    sizes = groups["line"].transform("size")
-    n_merged = int((sizes > 1).sum())
-
-    def total(v: pd.Series) -> float:
-        return float(v.sum(min_count=1))
-
     agg: dict[str, Any] = {
-        "value": pd.NamedAgg("value", total if method == "sum" else method),
         "line": pd.NamedAgg("line", "first"),
+        "rows": pd.NamedAgg("line", "size"),
         "is_anomaly": pd.NamedAgg("is_anomaly", "max"),
         "event_id": pd.NamedAgg("event_id", "max"),
         "anomaly_type": pd.NamedAgg("anomaly_type", "max"),
@@ -664,7 +657,14 @@ def _resample(
     if has_split:
         frame["_rank"] = frame["split"].map({s: i for i, s in enumerate(SPLITS)})
         agg["_rank"] = pd.NamedAgg("_rank", "min")
-    out = frame.groupby(["combo", "timestamp"], sort=False).agg(**agg).reset_index()
+    groups = frame.groupby(["combo", "timestamp"], sort=False)
+    out = groups.agg(**agg)
+    # Vectorised per method; sum keeps a step whose rows are all empty missing.
+    values = groups["value"]
+    out["value"] = values.sum(min_count=1) if method == "sum" else values.agg(method)
+    out = out.reset_index()
+    n_merged = int(out.loc[out["rows"] > 1, "rows"].sum())
+    out = out.drop(columns="rows")
     if has_split:
         out["split"] = out["_rank"].map(dict(enumerate(SPLITS))).astype(object)
         out = out.drop(columns="_rank")
