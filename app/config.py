@@ -160,3 +160,9 @@ class StreamSettings(BaseSettings):
         """The grid step in seconds: ``STEP_SECONDS``, else hourly until the job reads the
         models' own step (``ModelRegistry.step_seconds``)."""
         return int(self.step_seconds) if self.step_seconds is not None else 3600
+
+    def max_gap_steps(self) -> int:
+        """``MAX_GAP_HOURS`` in steps of the resolved step (the state rule counts steps)."""
+        from app.timebase import TimeBase
+
+        return TimeBase(self.resolved_step_seconds()).hours_to_steps(self.max_gap_hours)

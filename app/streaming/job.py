@@ -44,7 +44,6 @@ from app.config import SINK_MAX_REQUEST_BYTES, KafkaSettings, SparkSettings, Str
 from app.errors import InfraError
 from app.ingest import Accepted, Rules, bounded_raw, validate
 from app.streaming.state import ComboWindowState, StepCount, advance
-from app.timebase import TimeBase
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -163,7 +162,7 @@ def _make_state_function(settings: StreamSettings) -> Any:
     if settings.window_size is None:
         raise ValueError("StreamSettings.window_size must be resolved before building the query")
     window = settings.window_size
-    max_gap = TimeBase(settings.resolved_step_seconds()).hours_to_steps(settings.max_gap_hours)
+    max_gap = settings.max_gap_steps()
     max_ahead = settings.max_ahead_steps
 
     def advance_group(
@@ -458,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
             "time step %d s (STEP_SECONDS), window %d steps, gaps up to %d steps bridged",
             settings.resolved_step_seconds(),
             settings.window_size,
-            TimeBase(settings.resolved_step_seconds()).hours_to_steps(settings.max_gap_hours),
+            settings.max_gap_steps(),
         )
         log.info("models for %d combos under %s: %s", len(known), settings.model_path, known)
         check_checkpoint(spark_settings.checkpoint_location / "score_hourly_counts")

@@ -20,7 +20,6 @@ from app.data import load_counts
 from app.kafka_io import create_topic_set
 from app.registry import ModelRegistry
 from app.scoring import score_frame
-from app.timebase import TimeBase
 from producer.producer import ProducerSettings
 from tests.reliability.helpers import read_all, replay, run_job_available_now, send
 
@@ -119,7 +118,7 @@ def assert_equals_batch_scorer(
         frame,
         registry,
         window=settings.window_size,
-        max_gap_steps=TimeBase(step).hours_to_steps(settings.max_gap_hours),
+        max_gap_steps=settings.max_gap_steps(),
         step_seconds=step,
     )
     batch = batch[batch["timestamp"] >= first]
