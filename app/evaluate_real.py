@@ -691,7 +691,14 @@ def markdown_report(metrics: dict[str, Any], run_info: dict[str, Any]) -> str:
         "CSV handed to the product has no label column); joined back only for these metrics.",
         f"- Baseline thresholds: alarm budget — at most {run_info['alarm_budget']:.2%} of the "
         "validation part's steps flagged. Product thresholds: its own training's decision.",
-        "- Metrics on the test part's observed steps. Event metrics have no point adjustment; "
+        (
+            "- Metrics on the test part's observed steps. "
+            if run_info.get("eval_part", "test") == "test"
+            else "- **Metrics on the VALIDATION part's observed steps, with its labels** "
+            "(`--eval-part val`: for choosing settings; not a result — the thresholds were "
+            "chosen on this part). "
+        )
+        + "Event metrics have no point adjustment; "
         "overall pools the series (event counts summed). AUPRC: mean over series. "
         "**PA best F1 (optimistic)**: point-adjusted F1 at the best threshold swept on the "
         "test scores themselves (the FCVAE paper's number; an upper bound, not a result).",
@@ -740,14 +747,19 @@ def markdown_report(metrics: dict[str, Any], run_info: dict[str, Any]) -> str:
 
 
 def plot_series(
-    series: RealSeries, run: DetectorRun, detector: str, path: Path, metrics: dict[str, Any]
+    series: RealSeries,
+    run: DetectorRun,
+    detector: str,
+    path: Path,
+    metrics: dict[str, Any],
+    part: str = "test",
 ) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    test = series.mask("test")
+    test = series.mask(part)
     g = series.grid[test]
     t = g["timestamp"].dt.tz_convert(None)
     x = g["value"].to_numpy(dtype=np.float64)
@@ -763,8 +775,9 @@ def plot_series(
     ax.scatter(t[flags], x[flags], s=8, color="tab:red", zorder=3, label="flagged")
     ax.plot([], [], color="tab:orange", alpha=0.5, lw=6, label="labelled anomaly")
     e = metrics["event"]
+    shown = "validation" if part == "val" else "test"
     ax.set_title(
-        f"{series.dataset}/{series.name} test part, {detector}: event P/R/F1 "
+        f"{series.dataset}/{series.name} {shown} part, {detector}: event P/R/F1 "
         f"{_fmt(e['precision'])}/{_fmt(e['recall'])}/{_fmt(e['f1'])}, "
         f"{_fmt(metrics['false_alarms_per_day'], 1)} false alarms/day"
     )
@@ -873,6 +886,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="metrics.json, metrics.md, run.json and PNGs",
     )
     parser.add_argument(
+        "--eval-part",
+        choices=("test", "val"),
+        default="test",
+        help="where the metrics are counted: the test part (the result), or the validation "
+        "part with its labels (for choosing settings without looking at test labels; "
+        "written to OUTPUT_DIR/validation unless --output-dir is given)",
+    )
+    parser.add_argument(
         "--tiny", action="store_true", help="train the product's models with --tiny (smoke tests)"
     )
     parser.add_argument(
@@ -939,12 +960,12 @@ def evaluate(
         work = args.work_dir / dataset / series.name
         runs = run_product(series, work, args)
         runs.update(run_baselines(series, baselines, args.alarm_budget, args.seed))
-        test = series.mask("test")
+        part = series.mask(args.eval_part)
         for name in detectors:
             run = runs[name]
             if run.status == "ok":
                 try:
-                    metrics, pool = series_metrics(run, series, test)
+                    metrics, pool = series_metrics(run, series, part)
                     pooled[dataset][name].append(pool)
                 except Exception as exc:
                     log.warning("metrics of %s on %s failed: %s", name, series.key, exc)
@@ -961,7 +982,7 @@ def evaluate(
             png = args.output_dir / f"{dataset}_{series.name}_product_ensemble.png"
             shown = per[dataset]["product_ensemble"][series.name]
             try:
-                plot_series(series, decision, "product_ensemble", png, shown)
+                plot_series(series, decision, "product_ensemble", png, shown, args.eval_part)
                 plotted[dataset] = done + 1
             except Exception as exc:
                 log.warning("plot of %s failed: %s", series.key, exc)
@@ -991,6 +1012,7 @@ def evaluate(
         "series": [f"{d}/{_stem(p)}" for d, p in selected],
         "n_series": len(selected),
         "max_steps": args.max_steps,
+        "eval_part": args.eval_part,
         "alarm_budget": args.alarm_budget,
         "tiny": args.tiny,
         "product_args": args.product_args,
@@ -1058,6 +1080,8 @@ def main(argv: list[str] | None = None) -> int:
         def progress(items: Iterable[Any]) -> Iterable[Any]:
             return tqdm(list(items), desc="series", unit="series", dynamic_ncols=True)
 
+    if args.eval_part == "val" and args.output_dir == DEFAULT_OUTPUT_DIR:
+        args.output_dir = DEFAULT_OUTPUT_DIR / "validation"  # never overwrite the test report
     args.output_dir.mkdir(parents=True, exist_ok=True)
     args.work_dir.mkdir(parents=True, exist_ok=True)
     metrics, run_info = evaluate(args, progress)

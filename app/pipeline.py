@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -586,6 +587,14 @@ REFERENCE_WEEKS_CHOICES = (4, 3)
 #: Where no weekly reference fits: reference days tried, most first (the same time of day
 #: over the previous days, for series with days but not weeks of history).
 REFERENCE_DAYS_CHOICES = (7, 5, 3)
+#: A model's default epochs are counted for a series of up to this many training windows
+#: (18 weeks of hours; the demo's combos have about 2,350): a longer series — a month of
+#: 5-minute steps has 8,640 — gets proportionally fewer epochs, each seeing more windows,
+#: so the optimiser takes about as many steps and training time stays bounded. Its KL
+#: warm-up and early-stopping patience shrink with it.
+EPOCH_REFERENCE_WINDOWS = 3000
+MIN_EPOCHS = 8
+MIN_PATIENCE = 3
 
 
 def _fitting_count(
@@ -707,4 +716,32 @@ def fit_to_history(
             if daily_reference:
                 why += f"; no daily reference of {REFERENCE_DAYS_CHOICES[-1]}+ days fits either"
         choose("reference_weeks", weeks or days, why)
+    if not preset and n_train is not None and "epochs" not in explicit:
+        _fit_epochs(base, n_train, choose)
     return update, choices
+
+
+def _fit_epochs(base: Any, n_train: int, choose: Callable[[str, Any, str], None]) -> None:
+    """Fewer epochs (and a shorter KL warm-up and patience) for a series with more than
+    ``EPOCH_REFERENCE_WINDOWS`` training windows (about one per observed train step)."""
+    epochs = int(base.epochs)
+    if n_train <= EPOCH_REFERENCE_WINDOWS or epochs <= MIN_EPOCHS:
+        return
+    fitted = max(MIN_EPOCHS, round(epochs * EPOCH_REFERENCE_WINDOWS / n_train))
+    if fitted >= epochs:
+        return
+    scale = fitted / epochs
+    why = (
+        f"about {n_train} training windows, {n_train / EPOCH_REFERENCE_WINDOWS:.1f}x the "
+        f"{EPOCH_REFERENCE_WINDOWS} the default {epochs} epochs are set for: {fitted} epochs "
+        "take about as many optimiser steps (--epochs sets it)"
+    )
+    choose("epochs", fitted, why)
+    warmup = getattr(base, "kl_warmup_epochs", None)
+    if warmup:
+        choose("kl_warmup_epochs", max(1, round(warmup * scale)), f"scaled with epochs ({why})")
+    choose(
+        "patience",
+        max(MIN_PATIENCE, round(int(base.patience) * scale)),
+        "early stopping scaled with epochs",
+    )

@@ -129,6 +129,15 @@ def test_cli_on_two_tiny_slices_labels_never_set_thresholds(tmp_path: Path) -> N
                 assert all(m.get("reused") for m in b.values()), (dataset, name)
     assert changed
 
+    # --eval-part val counts the same flags on the validation part (for choosing settings).
+    val = _run(original, work, tmp_path / "val", "--reuse", "--eval-part", "val")
+    for dataset, detectors in first.items():
+        for name, result in detectors.items():
+            for s, m in result["per_series"].items():
+                v = val[dataset][name]["per_series"][s]
+                assert v["threshold"] == m["threshold"] and v["n_test_steps"] < m["n_test_steps"]
+    assert "VALIDATION part" in (tmp_path / "val" / "metrics.md").read_text()
+
 
 def test_pa_best_f1_is_the_best_over_every_threshold() -> None:
     from app.evaluation import point_adjusted_f1

@@ -17,7 +17,16 @@ import pytest
 
 from app.data import load_counts
 from app.errors import ContractError, DataError
-from app.pipeline import ComboSeries, calibrate_scores, detector_class, min_train_points
+from app.pipeline import (
+    EPOCH_REFERENCE_WINDOWS,
+    MIN_EPOCHS,
+    MIN_PATIENCE,
+    ComboSeries,
+    calibrate_scores,
+    detector_class,
+    min_train_points,
+    params_class,
+)
 from app.postprocess.threshold import choose_threshold, inject_anomalies
 from app.timebase import TimeBase, infer_freq
 from app.train import _params, build_parser
@@ -174,6 +183,21 @@ def test_long_hourly_history_keeps_the_shipped_configuration() -> None:
     params, _ = _fitted(3600, 98 * 24)
     assert (params.window, params.reference_weeks, params.clean_period) == (168, 4, 24)
     assert _fitted(3600, 98 * 24, "--reference-weeks", "2")[0].reference_weeks == 2
+
+
+def test_long_fine_grained_history_trains_in_bounded_optimiser_steps() -> None:
+    """75 epochs over 10,800 one-minute windows took FCVAE about 12 minutes a series."""
+    for name in ("fcvae", "vaegan"):
+        default = params_class(name)()
+        same, chosen = _fitted(3600, 98 * 24, name=name)  # the demo's history: unchanged
+        assert (same.epochs, same.patience) == (default.epochs, default.patience)
+        assert "epochs" not in chosen
+        params, chosen = _fitted(60, 10_800, name=name)
+        assert params.epochs * 10_800 <= default.epochs * EPOCH_REFERENCE_WINDOWS * 1.05
+        assert params.epochs >= MIN_EPOCHS and params.patience >= MIN_PATIENCE
+        assert params.kl_warmup_epochs < params.epochs and "optimiser steps" in chosen["epochs"].why
+        assert _fitted(60, 10_800, "--epochs", "40", name=name)[0].epochs == 40
+    assert _fitted(60, 10**6)[0].epochs == MIN_EPOCHS
 
 
 def test_vaegan_window_is_its_own_option() -> None:
