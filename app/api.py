@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 
 from app import PROJECT_ROOT
+from app.catalog import ENSEMBLE, detector_names
 from app.errors import AnomalyError
 
 log = logging.getLogger(__name__)
@@ -37,12 +38,12 @@ class SystemConfig:
     data_path: Path = PROJECT_ROOT / "data" / "synthetic_transactions.csv"
     model_dir: Path = PROJECT_ROOT / "models"
     train: bool = False
-    detectors: list[str] = field(default_factory=lambda: ["fcvae", "vaegan"])
+    detectors: list[str] = field(default_factory=lambda: list(detector_names()))
     combos: list[str] | None = None
     epochs: int | None = None
     tiny: bool = False
     seed: int = 42
-    decision: str = "ensemble"
+    decision: str = ENSEMBLE
     time_col: str = "timestamp"
     key_col: str = "combo"
     value_col: str = "count"
@@ -101,7 +102,7 @@ class SystemConfig:
                 "no_progress": True,
                 "output_dir": self.model_dir,
                 "detector": "all"
-                if set(self.detectors) == {"fcvae", "vaegan"}
+                if set(self.detectors) == set(detector_names())
                 else self.detectors[0],
             }
         )

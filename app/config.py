@@ -14,6 +14,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app import PROJECT_ROOT
+from app.catalog import ENSEMBLE, decision_names
 
 _COMMON = SettingsConfigDict(extra="forbid", case_sensitive=False, env_nested_delimiter="__")
 
@@ -136,7 +137,7 @@ class StreamSettings(BaseSettings):
     model_config = _COMMON
 
     model_path: Path = PROJECT_ROOT / "models"
-    detector: Literal["ensemble", "fcvae", "vaegan"] = "ensemble"
+    detector: str = ENSEMBLE  # one of app.catalog.decision_names()
     window_size: int | None = Field(default=None, ge=2)  # None = the models' window
     max_gap_hours: int = Field(default=DEFAULT_MAX_GAP_HOURS, ge=0)
     n_samples: int | None = Field(default=None, ge=1)  # None = the value the model was trained with
@@ -155,6 +156,13 @@ class StreamSettings(BaseSettings):
     max_offsets_per_trigger: int | None = Field(default=None, ge=1)
     trigger_interval_ms: int = Field(default=1000, ge=0)
     trigger_available_now: bool = False
+
+    @field_validator("detector")
+    @classmethod
+    def _known_decision(cls, value: str) -> str:
+        if value not in decision_names():
+            raise ValueError(f"DETECTOR={value!r}: choose one of {list(decision_names())}")
+        return value
 
     def resolved_step_seconds(self) -> int:
         """The grid step in seconds: ``STEP_SECONDS``, else hourly until the job reads the

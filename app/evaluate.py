@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from app import PROJECT_ROOT
+from app.catalog import DETECTORS, ENSEMBLE, PRIMARY
 from app.cli_common import add_data_arguments, load_from_args
 from app.config import DEFAULT_MAX_GAP_HOURS
 from app.errors import AnomalyError, DataError
@@ -33,12 +34,10 @@ from app.timebase import TimeBase
 
 log = logging.getLogger(__name__)
 
-DETECTOR_DIRS = ("fcvae", "vaegan")
-
 
 def model_root(path: Path) -> Path:
     """Accept the model root (``models``) or one detector's folder (``models/fcvae``)."""
-    return path.parent if path.name in DETECTOR_DIRS else path
+    return path.parent if path.name in DETECTORS else path
 
 
 def score_test(
@@ -297,8 +296,8 @@ def build_parser(prog: str = "python -m app.evaluate") -> argparse.ArgumentParse
     )
     detailed.add_argument(
         "--detector",
-        choices=["ensemble", "fcvae"],
-        default="ensemble",
+        choices=[ENSEMBLE, PRIMARY],
+        default=ENSEMBLE,
         help="decision used for the stream-path scores (ensemble falls back "
         "to fcvae when no VAE+GAN is trained)",
     )
@@ -328,7 +327,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m app.evaluate") ->
     try:
         frame = load_from_args(args)
         root = model_root(args.model_dir)
-        detector = "fcvae" if args.model_dir.name == "fcvae" else args.detector
+        detector = PRIMARY if args.model_dir.name == PRIMARY else args.detector
         metrics, rows = evaluate(
             frame, root, detector=detector, seed=args.seed, max_gap=args.max_gap_hours
         )

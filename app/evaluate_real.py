@@ -68,6 +68,7 @@ from numpy.typing import NDArray
 
 from app import PROJECT_ROOT
 from app.baselines import SeasonalBaseline
+from app.catalog import ENSEMBLE, detector_names
 from app.evaluation import (
     auprc,
     event_metrics,
@@ -85,7 +86,7 @@ DEFAULT_WORK_DIR = PROJECT_ROOT / ".run" / "real"
 DEFAULT_OUTPUT_DIR = PROJECT_ROOT / "plots" / "real"
 DEFAULT_ALARM_BUDGET = 0.005
 
-PRODUCT_DETECTORS = ("product_fcvae", "product_vaegan", "product_ensemble")
+PRODUCT_DETECTORS = tuple(f"product_{d}" for d in (*detector_names(), ENSEMBLE))
 BASELINE_DETECTORS = ("seasonal_z", *LIBRARY_BASELINES)
 ALL_DETECTORS = (*PRODUCT_DETECTORS, *BASELINE_DETECTORS)
 

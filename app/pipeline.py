@@ -14,7 +14,6 @@ Honesty rules enforced here:
 from __future__ import annotations
 
 import hashlib
-import importlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
+from app import catalog
 from app.baselines import SeasonalBaseline
 from app.data import sliding_windows
 from app.errors import DataError
@@ -35,23 +35,15 @@ from app.timebase import TimeBase
 
 log = logging.getLogger(__name__)
 
-DETECTORS = {
-    "fcvae": ("app.detectors.fcvae.detector", "FCVAEDetector", "FCVAEParams"),
-    "vaegan": ("app.detectors.vaegan.detector", "VAEGANDetector", "VAEGANParams"),
-}
-
 
 def detector_class(name: str) -> Any:
-    """The detector class registered as ``name`` (``fcvae`` or ``vaegan``)."""
-    if name not in DETECTORS:
-        raise ValueError(f"unknown detector {name!r}; choose one of {sorted(DETECTORS)}")
-    module, cls, _ = DETECTORS[name]
-    return getattr(importlib.import_module(module), cls)
+    """The detector class registered as ``name`` in ``app.catalog``."""
+    return catalog.spec(name).detector_class()
 
 
 def params_class(name: str) -> Any:
-    module, _, params = DETECTORS[name]
-    return getattr(importlib.import_module(module), params)
+    """The params class of the detector registered as ``name``."""
+    return catalog.spec(name).params_class()
 
 
 def derive_seed(seed: int, combo: str, purpose: str) -> int:

@@ -23,11 +23,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from app.catalog import detector_names
 from app.errors import ArtifactError
 
 log = logging.getLogger(__name__)
 
-DETECTOR_DIRS = ("fcvae", "vaegan")
+DETECTOR_DIRS = detector_names()
 
 
 def artifact_version(directory: Path) -> str:

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from app import PROJECT_ROOT
+from app.catalog import DETECTORS, ENSEMBLE, decision_names
 from app.cli_common import add_data_arguments, load_from_args
 from app.config import DEFAULT_MAX_GAP_HOURS
 from app.errors import AnomalyError
@@ -46,8 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", type=Path, default=Path("scores.csv"), help="CSV to write")
     parser.add_argument(
         "--detector",
-        choices=["ensemble", "fcvae", "vaegan"],
-        default="ensemble",
+        choices=decision_names(),
+        default=ENSEMBLE,
         help="decision to use (ensemble falls back to fcvae when no VAE+GAN "
         "is trained; a detector folder as --model-dir picks that detector)",
     )
@@ -78,9 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     try:
         frame = load_from_args(args)
-        detector = (
-            args.model_dir.name if args.model_dir.name in ("fcvae", "vaegan") else (args.detector)
-        )
+        detector = args.model_dir.name if args.model_dir.name in DETECTORS else args.detector
         registry = ModelRegistry(
             model_root(args.model_dir), detector=detector, n_samples=args.n_samples
         )

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from app import PROJECT_ROOT
+from app.catalog import ENSEMBLE, detector_names
 from app.cli_common import (
     add_data_arguments,
     add_runtime_arguments,
@@ -66,7 +67,7 @@ def build_parser(
     if fixed_detector is None:
         parser.add_argument(
             "--detector",
-            choices=["fcvae", "vaegan", "all", "ensemble"],
+            choices=[*detector_names(), "all", ENSEMBLE],
             default="all",
             help="which detector(s) to train; all = both, then the ensemble; ensemble = only "
             "refit <output-dir>/ensemble.json from trained artifacts",
@@ -505,7 +506,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     setup_logging()
-    detectors = {"all": ["fcvae", "vaegan"], "ensemble": []}.get(args.detector, [args.detector])
+    chosen = {"all": list(detector_names()), ENSEMBLE: []}
+    detectors = chosen.get(args.detector, [args.detector])
     try:
         return run(args, detectors, {d: args.output_dir / d for d in detectors})
     except AnomalyError as exc:

@@ -27,6 +27,7 @@ from typing import Any
 
 import pandas as pd
 
+from app.catalog import detector_names
 from app.contracts import ScoredHour
 
 #: Columns of a combo frame: every field of the scored-hour contract.
@@ -62,7 +63,7 @@ HOUR_COLUMNS = (
 GROUND_TRUTH_COLUMNS = ("timestamp", "combo", "is_anomaly", "event_id", "anomaly_type")
 
 #: Model families whose directories ``/health`` and the page report.
-MODEL_FAMILIES = ("fcvae", "vaegan")
+MODEL_FAMILIES = detector_names()
 
 
 def combo_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
