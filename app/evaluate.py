@@ -68,7 +68,7 @@ def evaluate(
     frame: pd.DataFrame,
     root: Path,
     *,
-    detector: str = "ensemble",
+    detector: str = ENSEMBLE,
     seed: int = 42,
     max_gap: int = DEFAULT_MAX_GAP_HOURS,
     n_inject: int = 12,
@@ -86,10 +86,10 @@ def evaluate(
     scored = score_test(frame, registry, window, max_gap)
     used = registry.effective_detector()
 
-    columns: dict[str, tuple[str, str | None]] = {"fcvae": ("fcvae_calibrated", None)}
-    if used == "ensemble":
-        columns["vaegan"] = ("vaegan_calibrated", None)
-        columns["ensemble"] = ("score", "threshold")
+    names = list(DETECTORS) if used == ENSEMBLE else [PRIMARY]
+    columns: dict[str, tuple[str, str | None]] = {n: (f"{n}_calibrated", None) for n in names}
+    if used == ENSEMBLE:
+        columns[ENSEMBLE] = ("score", "threshold")
     per: dict[str, dict[str, Any]] = {name: {} for name in [*columns, "seasonal_baseline"]}
     rows = []
     for combo in combos:
@@ -102,15 +102,9 @@ def evaluate(
         labels = series.labels[test_pos]
         ids = series.event_ids[test_pos]
         stamps = [t.isoformat() for t in pd.DatetimeIndex(test_ts)]
-        thresholds = {
-            "fcvae": bundle.fcvae_meta["decision"]["threshold_calibrated"],
-            "vaegan": (
-                bundle.vaegan_meta.get("decision", {}).get("threshold_calibrated")
-                if bundle.vaegan is not None
-                else None
-            ),
-            "ensemble": bundle.ensemble.get("threshold"),
-        }
+        thresholds = {name: d.threshold for name, d in bundle.decisions.items()}
+        if bundle.ensemble is not None:
+            thresholds[ENSEMBLE] = bundle.ensemble.threshold
         for name, (column, _) in columns.items():
             scores = got[column].to_numpy(dtype=np.float64)
             per[name][combo] = evaluate_series(
@@ -128,7 +122,7 @@ def evaluate(
 
         # The baseline's threshold is chosen the way the FCVAE's was (artifacts from before
         # the copies and tie rule were recorded used one copy and the highest threshold).
-        rule = bundle.fcvae_meta["decision"]
+        rule = bundle.decisions[PRIMARY].record
         try:
             decision, _ = calibrate_scores(
                 base_fn,

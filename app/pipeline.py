@@ -515,7 +515,7 @@ def fit_ensemble(
     ensemble is never worse than FCVAE.
     """
     from app.postprocess.combine import candidate_settings, combine_calibrated
-    from app.registry import _calibrator
+    from app.postprocess.decision import Decision
 
     calibrated = {}
     # The injections depend only on (seed, combo) and the data, so both detectors' validation
@@ -528,8 +528,7 @@ def fit_ensemble(
             n_inject=n_inject,
             copies=copies,
         )
-        calibrator = _calibrator(detector.meta["decision"]["calibrator"])
-        calibrated[name] = calibrator.transform(vset.raw)
+        calibrated[name] = Decision.from_dict(detector.meta["decision"]).calibrate(vset.raw)
     step_hours = series.step_seconds / 3600
     tried = []
     for candidate in candidate_settings():

@@ -16,15 +16,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from app.catalog import detector_names
+from app.catalog import ENSEMBLE, PRIMARY, detector_names, spec
 from app.errors import ArtifactError
+from app.postprocess.decision import Decision, EnsembleDecision
 
 log = logging.getLogger(__name__)
 
@@ -42,27 +43,30 @@ def artifact_version(directory: Path) -> str:
     return digest.hexdigest()[:12]
 
 
-def _calibrator(state: dict[str, Any] | None) -> Any:
-    if not state:
-        return None
-    from app.postprocess.calibrate import EmpiricalCalibrator
-
-    return EmpiricalCalibrator.from_dict(state)
-
-
 @dataclass
 class ComboBundle:
-    """Everything needed to score one combo's windows."""
+    """Everything needed to score one combo's windows: its detectors, each one's
+    ``Decision``, and the ``EnsembleDecision`` when the ensemble decides."""
 
     combo: str
-    detector: str
+    detector: str  #: the decision used: ``ensemble`` or one detector's name
     version: str
     window: int
-    fcvae: Any
-    fcvae_meta: dict[str, Any]
-    vaegan: Any = None
-    vaegan_meta: dict[str, Any] = field(default_factory=dict)
-    ensemble: dict[str, Any] = field(default_factory=dict)
+    models: dict[str, Any]  #: detector name -> loaded detector (the primary one first)
+    decisions: dict[str, Decision]
+    ensemble: EnsembleDecision | None = None
+
+    @property
+    def primary(self) -> Any:
+        """The detector whose expected band is shown (``app.catalog.PRIMARY``)."""
+        return self.models[PRIMARY]
+
+    def decision(self) -> Decision | EnsembleDecision:
+        """What turns this bundle's scores into flags."""
+        if self.detector == ENSEMBLE:
+            assert self.ensemble is not None
+            return self.ensemble
+        return self.decisions[self.detector]
 
     def score(self, windows: NDArray[np.float64], seeds: NDArray[np.int64]) -> dict[str, Any]:
         """Score windows (raw counts, NaN = missing; the last point present) → named arrays.
@@ -83,7 +87,7 @@ class ModelRegistry:
         self,
         model_path: str | Path,
         *,
-        detector: str = "ensemble",
+        detector: str = ENSEMBLE,
         n_samples: int | None = None,
         device: str = "cpu",
     ) -> None:
@@ -95,7 +99,7 @@ class ModelRegistry:
 
     def combos(self) -> list[str]:
         """Combos with an FCVAE artifact directory."""
-        root = self.model_path / "fcvae"
+        root = self.model_path / PRIMARY
         if not root.is_dir():
             return []
         return sorted(p.name for p in root.iterdir() if (p / "meta.json").exists())
@@ -112,11 +116,12 @@ class ModelRegistry:
     def effective_detector(self) -> str:
         """The detector actually used: ``ensemble`` falls back to ``fcvae`` when no
         VAE+GAN artifacts or ensemble settings exist (logged once)."""
-        if self.detector != "ensemble":
+        if self.detector != ENSEMBLE:
             return self.detector
-        if self.ensemble_settings() and (self.model_path / "vaegan").is_dir():
-            return "ensemble"
-        return "fcvae"
+        others = [n for n in detector_names() if n != PRIMARY]
+        if self.ensemble_settings() and all((self.model_path / n).is_dir() for n in others):
+            return ENSEMBLE
+        return PRIMARY
 
     def check(self, window: int | None = None, detector: str | None = None) -> list[str]:
         """Load every combo once; raise ``ArtifactError`` naming the first problem.
@@ -144,7 +149,7 @@ class ModelRegistry:
         """The time step the models were trained at (``training.step_seconds`` in their
         ``meta.json``; hourly for artifacts that predate it). One step for all combos."""
         steps = {
-            int(self.bundle(combo).fcvae_meta.get("training", {}).get("step_seconds") or 3600)
+            int(self.bundle(combo).primary.meta.get("training", {}).get("step_seconds") or 3600)
             for combo in self.check()
         }
         if len(steps) > 1:
@@ -165,32 +170,39 @@ class ModelRegistry:
         return self._bundles[combo]
 
     def _load(self, combo: str) -> ComboBundle:
-        from app.detectors.fcvae.detector import FCVAEDetector
-
-        fdir = self.model_path / "fcvae" / combo
+        fdir = self.model_path / PRIMARY / combo
         if not fdir.is_dir():
             raise ArtifactError(
-                f"no FCVAE model for combo {combo!r} in {fdir} (known: {self.combos()})"
+                f"no {spec(PRIMARY).label} model for combo {combo!r} in {fdir} "
+                f"(known: {self.combos()})"
             )
-        fcvae = FCVAEDetector.load(fdir, device=self.device)
-        if self.n_samples is not None:
-            fcvae.params = fcvae.params.model_copy(update={"n_samples": self.n_samples})
-        versions = [artifact_version(fdir)]
         detector = self.effective_detector()
-        vaegan, vaegan_meta, ensemble = None, {}, {}
-        if detector in ("ensemble", "vaegan"):
-            from app.detectors.vaegan.detector import VAEGANDetector
-
-            vdir = self.model_path / "vaegan" / combo
-            vaegan = VAEGANDetector.load(vdir, device=self.device)
-            vaegan_meta = vaegan.meta
-            versions.append(artifact_version(vdir))
-            ensemble = self.ensemble_settings().get("combos", {}).get(combo, {})
-            if detector == "ensemble" and not ensemble:
+        names = [PRIMARY]
+        if detector != PRIMARY:
+            names += [n for n in detector_names() if n != PRIMARY and detector in (ENSEMBLE, n)]
+        models: dict[str, Any] = {}
+        versions = []
+        for name in names:
+            folder = self.model_path / name / combo
+            model = spec(name).detector_class().load(folder, device=self.device)
+            if self.n_samples is not None and name == PRIMARY:
+                model.params = model.params.model_copy(update={"n_samples": self.n_samples})
+            models[name] = model
+            versions.append(artifact_version(folder))
+        decisions = {
+            name: Decision.from_dict(m.meta["decision"])
+            for name, m in models.items()
+            if m.meta.get("decision")
+        }
+        ensemble = None
+        if detector == ENSEMBLE:
+            settings = self.ensemble_settings().get("combos", {}).get(combo, {})
+            if not settings:
                 raise ArtifactError(
                     f"{self.model_path / 'ensemble.json'} has no entry for "
                     f"combo {combo!r}: retrain the ensemble"
                 )
+            ensemble = EnsembleDecision.from_dict(settings)
         log.info(
             "loaded models for combo=%s artifact_version=%s detector=%s",
             combo,
@@ -201,10 +213,8 @@ class ModelRegistry:
             combo=combo,
             detector=detector,
             version="+".join(versions),
-            window=max(int(fcvae.window), int(vaegan.window) if vaegan else 0),
-            fcvae=fcvae,
-            fcvae_meta=fcvae.meta,
-            vaegan=vaegan,
-            vaegan_meta=vaegan_meta,
+            window=max(int(m.window) for m in models.values()),
+            models=models,
+            decisions=decisions,
             ensemble=ensemble,
         )

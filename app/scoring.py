@@ -14,7 +14,9 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
+from app.catalog import PRIMARY
 from app.config import DEFAULT_MAX_AHEAD_STEPS
+from app.postprocess.decision import EnsembleDecision
 from app.streaming.scorer import score_emissions
 from app.streaming.state import ComboWindowState, StepCount, advance
 
@@ -85,62 +87,41 @@ def score_frame(
     return out
 
 
-def _calibrate(state: Any, raw: NDArray[np.float64]) -> NDArray[np.float64]:
-    if state is None:
-        return raw
-    return np.asarray(state.transform(raw), dtype=np.float64)
-
-
 def combine_bundle_scores(
     bundle: ComboBundle, windows: NDArray[np.float64], seeds: NDArray[np.int64]
 ) -> dict[str, Any]:
-    """Score windows with the bundle's detectors and decide (see ``ComboBundle.score``)."""
-    from app.registry import _calibrator
+    """Score windows with the bundle's detectors and decide (see ``ComboBundle.score``).
 
+    Each detector sees its own window length (the newest steps of the bundle's window) and
+    its own ``Decision`` calibrates its score; the bundle's decision (one detector's, or the
+    ensemble's over all of them) gives the score, the threshold and the flags. The
+    expected band is the primary detector's.
+    """
     last = windows[:, -1]
     out: dict[str, Any] = {}
-    details = bundle.fcvae.score_details(
-        np.ascontiguousarray(windows[:, -bundle.fcvae.window :]), seeds
-    )
-    decision = bundle.fcvae_meta.get("decision", {})
-    fcal = _calibrator(decision.get("calibrator"))
-    out["fcvae_score"] = np.asarray(details.score, dtype=np.float64)
-    out["fcvae_calibrated"] = _calibrate(fcal, out["fcvae_score"])
-    expected = np.asarray(details.expected, dtype=np.float64)
-    low, high = getattr(details, "expected_low", None), getattr(details, "expected_high", None)
+    calibrated: dict[str, NDArray[np.float64]] = {}
+    expected = low = high = None
+    for name, model in bundle.models.items():
+        details = model.score_details(np.ascontiguousarray(windows[:, -model.window :]), seeds)
+        raw = np.asarray(details.score, dtype=np.float64)
+        decision = bundle.decisions.get(name)
+        calibrated[name] = decision.calibrate(raw) if decision is not None else raw
+        out[f"{name}_score"], out[f"{name}_calibrated"] = raw, calibrated[name]
+        if name == PRIMARY:
+            expected = np.asarray(details.expected, dtype=np.float64)
+            low = getattr(details, "expected_low", None)
+            high = getattr(details, "expected_high", None)
+    assert expected is not None, "a bundle always holds its primary detector"
     out["expected"], out["expected_low"], out["expected_high"] = expected, low, high
 
-    vdecision: dict[str, Any] = {}
-    if bundle.vaegan is not None:
-        # Each detector sees its own window length: the newest hours of the bundle's window.
-        vdetails = bundle.vaegan.score_details(
-            np.ascontiguousarray(windows[:, -bundle.vaegan.window :]), seeds
-        )
-        vdecision = bundle.vaegan_meta.get("decision", {})
-        out["vaegan_score"] = np.asarray(vdetails.score, dtype=np.float64)
-        out["vaegan_calibrated"] = _calibrate(
-            _calibrator(vdecision.get("calibrator")), out["vaegan_score"]
-        )
-    if bundle.detector == "ensemble":
-        from app.postprocess.combine import combine_calibrated
-
-        out["score"] = combine_calibrated(
-            out["fcvae_calibrated"], out["vaegan_calibrated"], bundle.ensemble
-        )
-        out["threshold"] = np.full(len(last), float(bundle.ensemble["threshold"]))
-    elif bundle.detector == "vaegan":
-        out["score"] = out["vaegan_calibrated"]
-        out["threshold"] = np.full(len(last), float(vdecision["threshold_calibrated"]))
+    rule = bundle.decision()
+    if isinstance(rule, EnsembleDecision):
+        out["score"] = rule.combine(calibrated)
     else:
-        out["score"] = out["fcvae_calibrated"]
-        out["threshold"] = np.full(len(last), float(decision["threshold_calibrated"]))
-    op = (
-        bundle.ensemble.get("operating_point")
-        if bundle.detector == "ensemble"
-        else (vdecision if bundle.detector == "vaegan" else decision).get("operating_point")
-    )
-    rate = (op or {}).get("alarm_runs_per_day")
+        out["score"] = calibrated[bundle.detector]
+    out["threshold"] = np.full(len(last), rule.threshold)
+    rate = (rule.operating_point or {}).get("alarm_runs_per_day")
     out["false_alarms_per_day"] = np.full(len(last), np.nan if rate is None else float(rate))
-    out["is_anomaly"] = out["score"] > out["threshold"]
+    out["is_anomaly"] = rule.flags(out["score"])
     out["direction"] = np.where(out["is_anomaly"], np.where(last >= expected, "spike", "dip"), None)
     return out

@@ -287,7 +287,7 @@ def run(quick: bool = False) -> dict[str, Any]:
 
     registry = ModelRegistry("models")
     bundle = registry.bundle(COMBO)
-    fcvae = bundle.fcvae
+    fcvae = bundle.primary
     p = fcvae.params
     windows, seeds = real_windows(COMBO, bundle.window, max(BATCH_SIZES))
     out: dict[str, Any] = {
@@ -301,7 +301,7 @@ def run(quick: bool = False) -> dict[str, Any]:
             "score_chunk": SCORE_CHUNK,
         },
         "bundle_detector": bundle.detector,
-        "vaegan_window": bundle.vaegan.window if bundle.vaegan is not None else None,
+        "vaegan_window": bundle.models["vaegan"].window if "vaegan" in bundle.models else None,
         "targets": {
             "fcvae_hours_per_s": FCVAE_TARGET_HOURS_PER_S,
             "single_window_latency_ms": LATENCY_TARGET_MS,

@@ -271,3 +271,27 @@ def test_flags_to_intervals() -> None:
     assert flags_to_intervals([0, 0], ts[:2]) == []
     with pytest.raises(ContractError, match="length 6"):
         flags_to_intervals([1, 0], ts)
+
+
+def test_decisions_round_trip_the_shipped_artifacts_and_flag_above_threshold() -> None:
+    """``Decision``/``EnsembleDecision`` are what turns scores into flags everywhere."""
+    from app import PROJECT_ROOT
+    from app.postprocess.decision import Decision, EnsembleDecision
+
+    metas = sorted((PROJECT_ROOT / "models").glob("*/*/meta.json"))
+    assert metas
+    for path in metas:
+        state = json.loads(path.read_text())["decision"]
+        decision = Decision.from_dict(state)
+        assert decision.to_dict() == state, path
+        probe = np.array([decision.threshold - 1e-9, decision.threshold, decision.threshold + 1e-9])
+        assert decision.flags(probe).tolist() == [False, False, True]
+        assert not decision.flags(np.array([np.nan])).any()
+    ensemble = json.loads((PROJECT_ROOT / "models" / "ensemble.json").read_text())["combos"]
+    for combo, state in ensemble.items():
+        rule = EnsembleDecision.from_dict(state)
+        assert rule.to_dict() == state, combo
+        same = np.array([rule.threshold + 1.0])
+        assert rule.flags(rule.combine({"fcvae": same, "vaegan": same})).tolist() == [True]
+    with pytest.raises(ValueError, match="threshold"):
+        EnsembleDecision.from_dict({"mode": "max"})
