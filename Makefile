@@ -50,17 +50,19 @@ install-browser: ## Debian's chromium + chromedriver for the browser tests (need
 run: install ## start Kafka, the streaming job, the dashboard and the producer; Ctrl-C stops all
 	$(PY) -m app.stack --fresh
 
-test: install install-browser ## lint + the whole test suite (unit, contract, integration, browser)
+test: install install-browser ## lint + type check + the whole test suite (unit, contract, integration, browser)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest
 
 test-fast: install ## the quick inner loop: everything but Kafka/Spark/browser tests
 	$(VENV)/bin/pytest -m "not integration and not browser"
 
-lint: install ## ruff lint + format check
+lint: install ## ruff lint + format check + mypy
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 format: install ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .

@@ -61,7 +61,7 @@ class SystemConfig:
     def from_any(cls, config: SystemConfig | dict[str, Any] | None) -> SystemConfig:
         if config is None:
             return cls()
-        if isinstance(config, cls):
+        if isinstance(config, SystemConfig):
             return config
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(config) - known)

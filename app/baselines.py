@@ -42,7 +42,7 @@ from __future__ import annotations
 import logging
 import warnings
 from dataclasses import asdict, dataclass
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -53,7 +53,7 @@ from app.errors import ContractError
 logger = logging.getLogger(__name__)
 
 #: Anything ``pd.DatetimeIndex`` accepts: an index, a Series, a datetime64 array, a list.
-Timestamps = pd.DatetimeIndex | pd.Series | NDArray[Any] | list[Any]
+Timestamps: TypeAlias = pd.DatetimeIndex | pd.Series | NDArray[Any] | list[Any]
 
 HOURS_PER_DAY = 24
 HOURS_PER_WEEK = 168

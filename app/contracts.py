@@ -12,6 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from app.ingest import Accepted, _combo, _produced_at, _Reject, parse_timestamp, show
+
 #: Spark DDL schema of an hourly-count message's JSON value (for tests that read the input
 #: topic with Spark; the job itself validates with ``app.ingest.validate``).
 HOURLY_COUNT_DDL = "combo STRING, hour STRING, count DOUBLE, produced_at STRING"
@@ -54,8 +56,6 @@ class HourlyCount(BaseModel):
     @field_validator("combo")
     @classmethod
     def _combo_is_printable(cls, value: str) -> str:
-        from app.ingest import _combo, _Reject
-
         try:
             return _combo(value)
         except _Reject as exc:
@@ -64,8 +64,6 @@ class HourlyCount(BaseModel):
     @field_validator("hour")
     @classmethod
     def _hour_is_a_utc_timestamp(cls, value: str) -> str:
-        from app.ingest import parse_timestamp, show
-
         parsed = parse_timestamp(value)
         if isinstance(parsed, str):
             raise ValueError(f"hour {parsed}: found {show(value)}")
@@ -74,12 +72,20 @@ class HourlyCount(BaseModel):
     @field_validator("produced_at")
     @classmethod
     def _produced_at_is_a_timestamp(cls, value: str | None) -> str | None:
-        from app.ingest import _produced_at, _Reject
-
         try:
             return _produced_at(value)
         except _Reject as exc:
             raise ValueError(exc.reason) from None
+
+    @classmethod
+    def from_accepted(cls, accepted: Accepted) -> HourlyCount:
+        """The contract's fields of a message ``app.ingest.validate`` accepted."""
+        return cls(
+            combo=accepted.combo,
+            hour=accepted.hour,
+            count=accepted.count,
+            produced_at=accepted.produced_at,
+        )
 
     def to_json_bytes(self) -> bytes:
         """The wire form: compact JSON, fields in contract order, ``produced_at`` omitted

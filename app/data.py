@@ -37,6 +37,7 @@ import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 
 from app.errors import ContractError, DataError
+from app.timebase import TimeBase, infer_freq, parse_freq
 
 __all__ = [
     "FRAME_COLUMNS",
@@ -120,43 +121,6 @@ class ColumnSpec:
 
 
 _DEFAULT_NAMES = {f.name: f.default for f in fields(ColumnSpec)}
-
-
-def parse_freq(freq: str) -> pd.Timedelta:
-    """The fixed step length of a pandas frequency string.
-
-    Parameters
-    ----------
-    freq
-        A fixed-length pandas frequency such as ``"1h"``, ``"30min"`` or ``"5min"``.
-
-    Returns
-    -------
-    pandas.Timedelta
-        The step.
-
-    Raises
-    ------
-    ValueError
-        ``freq`` is not a frequency, is not of fixed length (``"MS"``) or is not positive.
-
-    Examples
-    --------
-    >>> parse_freq("30min")
-    Timedelta('0 days 00:30:00')
-    >>> int(parse_freq("1h").total_seconds())
-    3600
-    """
-    try:
-        offset = pd.tseries.frequencies.to_offset(freq)
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"freq={freq!r} is not a pandas frequency (try '1h' or '30min')") from exc
-    if not isinstance(offset, pd.offsets.Tick):
-        raise ValueError(f"freq={freq!r} has no fixed length; use a fixed one like '1h' or '30min'")
-    step = pd.Timedelta(offset)
-    if step <= pd.Timedelta(0):
-        raise ValueError(f"freq={freq!r} must be a positive step")
-    return step
 
 
 RESAMPLE_METHODS: tuple[str, ...] = ("sum", "mean", "last")
@@ -244,8 +208,6 @@ def load_counts(
         raw[value_col], path, value_col, keys, times, lines, allow_negative=values == "real"
     )
     if freq == "auto":
-        from app.timebase import infer_freq
-
         freq = infer_freq(times, keys)
         log.info("%s: time step inferred from the data: freq=%s (--freq sets it)", path, freq)
     step = parse_freq(freq)
@@ -462,7 +424,6 @@ def check_min_length(
     counts = {str(c): int(observed.get(c, 0)) for c in combos}
     short = {c: n for c, n in counts.items() if n < need}
     if short:
-        from app.timebase import TimeBase
 
         def steps(n: int) -> str:
             return TimeBase(step_seconds).describe(n) if step_seconds else f"{n} steps"

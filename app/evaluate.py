@@ -130,7 +130,7 @@ def evaluate(
                 seed=seed,
                 n_inject=n_inject,
                 copies=int(rule.get("n_injected_copies", 1)),
-                ties=str(rule.get("ties", "highest")),
+                ties=rule.get("ties", "highest"),
             )
         except DataError as exc:  # e.g. too little history for its seasonal reference
             log.warning("combo=%s: seasonal baseline not evaluated: %s", combo, exc)
@@ -170,7 +170,7 @@ def evaluate(
                 }
             )
         )
-    metrics = {
+    metrics: dict[str, Any] = {
         name: {"per_combo": values, "overall": aggregate(values)}
         for name, values in per.items()
         if values  # the baseline may have had too little history everywhere

@@ -57,7 +57,7 @@ import shlex
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -320,7 +320,7 @@ def _supports(module: Any, option: str) -> bool:
 
 
 @contextlib.contextmanager
-def _quiet_logs(verbose: bool) -> Iterable[None]:
+def _quiet_logs(verbose: bool) -> Iterator[None]:
     old, level = os.environ.get("LOG_LEVEL"), logging.getLogger().level
     if not verbose:
         os.environ["LOG_LEVEL"] = "WARNING"
@@ -387,7 +387,7 @@ def run_product(series: RealSeries, work: Path, args: argparse.Namespace) -> dic
     model_dir = work / "models"
     scores_csv = work / "scores.csv"
     stamp = work / "models.json"
-    timings: dict[str, float] = {}
+    timings: dict[str, Any] = {}
     try:
         digest = write_product_csv(series, csv)
         extra = shlex.split(args.product_args or "")

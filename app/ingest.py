@@ -78,13 +78,6 @@ class Accepted:
     produced_at: str | None
     step: int
 
-    def to_hourly_count(self) -> Any:
-        from app.contracts import HourlyCount
-
-        return HourlyCount(
-            combo=self.combo, hour=self.hour, count=self.count, produced_at=self.produced_at
-        )
-
 
 @dataclass(frozen=True)
 class Rejected:

@@ -23,6 +23,7 @@ validation part for every baseline).
 from __future__ import annotations
 
 import logging
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -84,7 +85,8 @@ def _feature_rows(
 ) -> tuple[NDArray[np.float64], NDArray[np.bool_], NDArray[np.bool_]]:
     """``lagged_features``, which rows are complete, and which are in the train part."""
     feats = lagged_features(values, train_mask, window=window, day_steps=day_steps)
-    return feats, np.isfinite(feats).all(axis=1), np.asarray(train_mask, dtype=bool)
+    complete = np.asarray(np.isfinite(feats).all(axis=1), dtype=bool)
+    return feats, complete, np.asarray(train_mask, dtype=bool)
 
 
 def lagged_features(
@@ -169,7 +171,7 @@ class HalfSpaceTreesBaseline:
         lo, hi = np.percentile(fit_rows, [0.5, 99.5], axis=0)
         pad = np.maximum((hi - lo) * 0.25, 1e-6)
         names = [f"f{i}" for i in range(feats.shape[1])]
-        limits = {
+        limits: dict[Hashable, tuple[float, float]] = {
             k: (float(a), float(b)) for k, a, b in zip(names, lo - pad, hi + pad, strict=True)
         }
         model = anomaly.HalfSpaceTrees(

@@ -29,7 +29,7 @@ from app.data import sliding_windows
 from app.errors import DataError
 from app.evaluation import evaluate_series
 from app.postprocess.calibrate import EmpiricalCalibrator
-from app.postprocess.threshold import choose_threshold, inject_anomalies
+from app.postprocess.threshold import Objective, Ties, choose_threshold, inject_anomalies
 from app.streaming.state import window_seed
 from app.timebase import TimeBase
 
@@ -242,7 +242,7 @@ class ValidationSet:
 
 
 GAP = 24
-DEFAULT_TIES = "highest"  # which of equally good validation thresholds to take
+DEFAULT_TIES: Ties = "highest"  # which of equally good validation thresholds to take
 # Injected copies of the validation split that thresholds are chosen on. Inside the
 # validation split, 1 to 8 copies tie on cross-validated event F1 (0.905-0.908), and the more
 # copies, the less the threshold depends on which injections were drawn
@@ -405,10 +405,10 @@ def best_threshold(
     scores: NDArray[np.float64],
     vset: ValidationSet,
     *,
-    objective: str,
+    objective: Objective,
     step_hours: float,
     min_precision: float | None = None,
-    ties: str = DEFAULT_TIES,
+    ties: Ties = DEFAULT_TIES,
     max_flag_share: float | None = DEFAULT_ALARM_BUDGET,
 ) -> Any:
     """The threshold on ``scores`` (aligned with ``vset``) that maximises ``objective``,
@@ -434,9 +434,9 @@ def calibrate_scores(
     seed: int = 42,
     n_inject: int = 12,
     copies: int = DEFAULT_INJECT_COPIES,
-    objective: str = "event_f1",
+    objective: Objective = "event_f1",
     min_precision: float | None = None,
-    ties: str = DEFAULT_TIES,
+    ties: Ties = DEFAULT_TIES,
     max_flag_share: float | None = DEFAULT_ALARM_BUDGET,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Fit a calibrator and choose a threshold on the validation split only.
@@ -501,9 +501,9 @@ def fit_ensemble(
     seed: int = 42,
     n_inject: int = 12,
     copies: int = DEFAULT_INJECT_COPIES,
-    objective: str = "event_f1",
+    objective: Objective = "event_f1",
     min_precision: float | None = None,
-    ties: str = DEFAULT_TIES,
+    ties: Ties = DEFAULT_TIES,
     max_flag_share: float | None = DEFAULT_ALARM_BUDGET,
 ) -> dict[str, Any]:
     """Choose how to merge the two calibrated scores of one combo, on validation only.

@@ -75,8 +75,6 @@ class ComboBundle:
         ``is_anomaly``, ``direction``, ``expected``, ``expected_low``, ``expected_high``
         and each detector's raw and calibrated score.
         """
-        from app.scoring import combine_bundle_scores
-
         return combine_bundle_scores(self, windows, seeds)
 
 
@@ -218,3 +216,44 @@ class ModelRegistry:
             decisions=decisions,
             ensemble=ensemble,
         )
+
+
+def combine_bundle_scores(
+    bundle: ComboBundle, windows: NDArray[np.float64], seeds: NDArray[np.int64]
+) -> dict[str, Any]:
+    """Score windows with the bundle's detectors and decide (see ``ComboBundle.score``).
+
+    Each detector sees its own window length (the newest steps of the bundle's window) and
+    its own ``Decision`` calibrates its score; the bundle's decision (one detector's, or the
+    ensemble's over all of them) gives the score, the threshold and the flags. The
+    expected band is the primary detector's.
+    """
+    last = windows[:, -1]
+    out: dict[str, Any] = {}
+    calibrated: dict[str, NDArray[np.float64]] = {}
+    expected = low = high = None
+    for name, model in bundle.models.items():
+        details = model.score_details(np.ascontiguousarray(windows[:, -model.window :]), seeds)
+        raw = np.asarray(details.score, dtype=np.float64)
+        decision = bundle.decisions.get(name)
+        calibrated[name] = decision.calibrate(raw) if decision is not None else raw
+        out[f"{name}_score"], out[f"{name}_calibrated"] = raw, calibrated[name]
+        if name == PRIMARY:
+            expected = np.asarray(details.expected, dtype=np.float64)
+            low = getattr(details, "expected_low", None)
+            high = getattr(details, "expected_high", None)
+    assert expected is not None, "a bundle always holds its primary detector"
+    out["expected"], out["expected_low"], out["expected_high"] = expected, low, high
+
+    rule = bundle.decision()
+    if isinstance(rule, EnsembleDecision):
+        out["score"] = rule.combine(calibrated)
+    else:
+        out["score"] = calibrated[bundle.detector]
+    out["threshold"] = np.full(len(last), rule.threshold)
+    rate = (rule.operating_point or {}).get("alarm_runs_per_day")
+    out["false_alarms_per_day"] = np.full(len(last), np.nan if rate is None else float(rate))
+    out["is_anomaly"] = rule.flags(out["score"])
+    spike_or_dip = np.where(last >= expected, "spike", "dip")
+    out["direction"] = np.where(out["is_anomaly"], spike_or_dip, None)  # type: ignore[call-overload]
+    return out

@@ -29,6 +29,43 @@ SECONDS_PER_DAY = 86_400
 SECONDS_PER_WEEK = 7 * SECONDS_PER_DAY
 
 
+def parse_freq(freq: str) -> pd.Timedelta:
+    """The fixed step length of a pandas frequency string.
+
+    Parameters
+    ----------
+    freq
+        A fixed-length pandas frequency such as ``"1h"``, ``"30min"`` or ``"5min"``.
+
+    Returns
+    -------
+    pandas.Timedelta
+        The step.
+
+    Raises
+    ------
+    ValueError
+        ``freq`` is not a frequency, is not of fixed length (``"MS"``) or is not positive.
+
+    Examples
+    --------
+    >>> parse_freq("30min")
+    Timedelta('0 days 00:30:00')
+    >>> int(parse_freq("1h").total_seconds())
+    3600
+    """
+    try:
+        offset = pd.tseries.frequencies.to_offset(freq)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"freq={freq!r} is not a pandas frequency (try '1h' or '30min')") from exc
+    if not isinstance(offset, pd.offsets.Tick):
+        raise ValueError(f"freq={freq!r} has no fixed length; use a fixed one like '1h' or '30min'")
+    step = pd.Timedelta(offset)
+    if step <= pd.Timedelta(0):
+        raise ValueError(f"freq={freq!r} must be a positive step")
+    return step
+
+
 @dataclass(frozen=True)
 class TimeBase:
     """Conversions between durations and steps of one grid step length (seconds)."""
@@ -42,8 +79,6 @@ class TimeBase:
     @classmethod
     def from_freq(cls, freq: str) -> TimeBase:
         """``TimeBase.from_freq("5min").step_seconds == 300``."""
-        from app.data import parse_freq
-
         return cls(int(parse_freq(freq).total_seconds()))
 
     @property

@@ -168,7 +168,7 @@ def create_app(
     app = Dash(
         __name__,
         title="Transaction anomalies",
-        update_title=None,
+        update_title=None,  # type: ignore[arg-type]  # None = no "Updating..." title
         serve_locally=True,
         suppress_callback_exceptions=False,
     )

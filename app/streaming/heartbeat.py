@@ -45,7 +45,7 @@ class Heartbeat:
         self._send(state="stopped")
 
     def snapshot(self, state: str | None = None) -> dict[str, Any]:
-        progress = self._query.lastProgress or {}
+        progress: dict[str, Any] = self._query.lastProgress or {}
         sources = progress.get("sources") or [{}]
         return {
             "kind": "job_heartbeat",
@@ -85,7 +85,7 @@ class Heartbeat:
         last_batch = None
         while not self._stop.wait(self._interval_s):
             self._send()
-            progress = self._query.lastProgress or {}
+            progress: dict[str, Any] = self._query.lastProgress or {}
             if progress.get("batchId") != last_batch and progress.get("numInputRows"):
                 last_batch = progress.get("batchId")
                 log.info(

@@ -95,6 +95,7 @@ def validate_frame(
         value_b = None if value is None else bytes(value)
         result = validate(value_b, key_b, rules, now_s)
         copy = bounded_raw(value_b, max_raw_bytes)
+        combo: str | None
         if isinstance(result, Accepted):
             combo, step, count = result.combo, result.step, float(result.count)
             produced_at, reason = result.produced_at, None
@@ -196,7 +197,7 @@ def _make_state_function(settings: StreamSettings) -> Any:
 
 def _source_text(row: Any) -> str:
     """A validated row's source fields as JSON text (kept in the state while it is held)."""
-    values = {}
+    values: dict[str, Any] = {}
     for name in SOURCE_FIELDS:
         v = getattr(row, name)
         values[name] = None if v is None or v is pd.NA or (isinstance(v, float) and v != v) else v

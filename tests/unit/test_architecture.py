@@ -98,3 +98,56 @@ def test_the_checks_catch_unsafe_code(tmp_path: Path) -> None:
     )
     assert "pickle" in _imports(bad)
     assert [h.rsplit(":", 1)[1] for h in _unsafe_torch_loads(bad)] == ["3", "4"]
+
+
+def _app_import_graph() -> dict[str, set[str]]:
+    """Module -> the ``app`` modules it imports, at module level or inside functions
+    (lazy imports count: they only hide a cycle), ``if TYPE_CHECKING:`` blocks excepted."""
+    modules: dict[str, Path] = {}
+    for path in (PROJECT_ROOT / "app").rglob("*.py"):
+        parts = list(path.relative_to(PROJECT_ROOT).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        modules[".".join(parts)] = path
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text())
+        typing_only = {
+            id(sub)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+            for sub in ast.walk(node)
+        }
+        found: set[str] = set()
+        for node in ast.walk(tree):
+            if id(node) in typing_only:
+                continue
+            if isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found.add(node.module)
+                found.update(f"{node.module}.{alias.name}" for alias in node.names)
+        graph[name] = {m for m in found if m in modules and m != name}
+    return graph
+
+
+def test_app_has_no_import_cycle() -> None:
+    """registry -> scoring -> streaming.scorer -> registry was kept alive by lazy imports."""
+    graph = _app_import_graph()
+    assert "app.registry" in graph and graph["app.data"]
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    cycles: list[list[str]] = []
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                cycles.append([*path[path.index(nxt) :], nxt])
+            elif nxt not in state:
+                visit(nxt, [*path, nxt])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    assert not cycles, " ; ".join(" -> ".join(c) for c in cycles)

@@ -33,7 +33,7 @@ def test_accepted_forms_parse_to_the_contract_values(case: tuple) -> None:
     for name, want in fields.items():
         assert getattr(result, name) == want, name
     # One contract: the accepted fields are an HourlyCount, and its wire form is accepted too.
-    hc = result.to_hourly_count()
+    hc = HourlyCount.from_accepted(result)
     assert validate(hc.to_json_bytes(), key, RULES, NOW_S) == result
 
 

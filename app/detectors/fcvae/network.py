@@ -213,6 +213,7 @@ class LocalFrequencyModule(nn.Module):
         self.offset = (window - sub_window) % stride
         self.n_tokens = (window - sub_window) // stride + 1
         self.embed = nn.Linear(n_rfft_features(sub_window), model_dim)
+        self.basis: Tensor
         self.register_buffer("basis", dft_basis(sub_window), persistent=False)
         self.layer = TransformerEncoderLayer(model_dim, n_heads, ff_dim, dropout)
         self.proj = nn.Linear(model_dim, cond_dim)

@@ -71,7 +71,7 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Self
+from typing import Any, ClassVar, Literal, Self, TypeGuard
 
 import numpy as np
 import torch
@@ -975,5 +975,5 @@ class VAEGANDetector(NetworkDetector):
         return detector
 
 
-def _finite(value: Any) -> bool:
+def _finite(value: Any) -> TypeGuard[float]:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
