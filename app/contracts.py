@@ -144,6 +144,17 @@ class ScoredHour(BaseModel):
     scored_at: str | None = None
 
 
+#: ``ScoredHour`` fields that come from scoring (a bundle's named arrays); the rest name
+#: the hour, its status and provenance.
+SCORE_FIELDS: tuple[str, ...] = tuple(
+    name
+    for name in ScoredHour.model_fields
+    if name
+    not in {"combo", "hour", "status", "count", "detector", "model_version", "error"}
+    | {"produced_at", "scored_at"}
+)
+
+
 def scored_hour_json(record: dict[str, Any]) -> str:
     """The wire form of a scored hour (what the job writes to the scored topic): the
     record's fields in ``ScoredHour``'s order, compact JSON, never NaN.

@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import NDArray
 
 from app.errors import ContractError, DataError
 from app.timebase import TimeBase, infer_freq, parse_freq
@@ -44,7 +44,6 @@ __all__ = [
     "SPLITS",
     "ColumnSpec",
     "check_min_length",
-    "events_from_labels",
     "load_counts",
     "parse_freq",
     "series_by_combo",
@@ -332,52 +331,6 @@ def sliding_windows(values: NDArray[_T], window: int) -> NDArray[_T]:
     if arr.shape[0] < window:
         return arr[:0, np.newaxis].repeat(window, axis=1)
     return np.lib.stride_tricks.sliding_window_view(arr, window)
-
-
-def events_from_labels(
-    is_anomaly: ArrayLike, event_id: ArrayLike | None = None
-) -> list[tuple[int, int]]:
-    """Anomaly events as ``(start, end)`` index pairs, ``end`` inclusive, sorted by start.
-
-    Without ``event_id``, each contiguous run of labelled positions is one event.  With
-    it, labelled positions sharing a non-empty id form one event spanning its first to
-    last position (so a missing step inside an event does not split it); labelled
-    positions with an empty id fall back to contiguous runs.
-
-    Parameters
-    ----------
-    is_anomaly
-        Boolean labels (0/1 accepted), 1-D.
-    event_id
-        Optional event ids, same length; ``""``, ``None`` and ``NaN`` mean no id.
-
-    Returns
-    -------
-    list[tuple[int, int]]
-        Events in order of their start.
-
-    Examples
-    --------
-    >>> events_from_labels([0, 1, 1, 0, 1])
-    [(1, 2), (4, 4)]
-    >>> events_from_labels([1, 0, 1, 0, 1], ["a", "", "a", "", ""])
-    [(0, 2), (4, 4)]
-    """
-    labels = np.asarray(is_anomaly).astype(bool)
-    if labels.ndim != 1:
-        raise ValueError(f"is_anomaly must be 1-D, got shape {labels.shape}")
-    if event_id is None:
-        return _runs(labels)
-    ids = pd.Series(np.asarray(event_id, dtype=object)).fillna("").astype(str).to_numpy()
-    if ids.shape != labels.shape:
-        raise ValueError(f"event_id has shape {ids.shape}, is_anomaly has {labels.shape}")
-    named = labels & (ids != "")
-    spans = _runs(labels & ~named)
-    positions = np.flatnonzero(named)
-    if positions.size:
-        groups = pd.Series(positions).groupby(ids[positions], sort=False)
-        spans += [(int(g.iloc[0]), int(g.iloc[-1])) for _, g in groups]
-    return sorted(spans)
 
 
 def check_min_length(
@@ -719,12 +672,3 @@ def _log_summary(out: pd.DataFrame, path: Path, *, n_rows: int, n_empty: int) ->
                 row["size"],
                 100 * share,
             )
-
-
-def _runs(mask: NDArray[np.bool_]) -> list[tuple[int, int]]:
-    """Contiguous runs of True as (start, end) inclusive."""
-    padded = np.concatenate([[False], mask, [False]]).astype(np.int8)
-    edges = np.diff(padded)
-    starts = np.flatnonzero(edges == 1)
-    ends = np.flatnonzero(edges == -1) - 1
-    return [(int(a), int(b)) for a, b in zip(starts, ends, strict=True)]

@@ -197,17 +197,18 @@ def point_metrics(
 
 
 def events_from_labels(labels: ArrayLike, event_ids: ArrayLike | None = None) -> list[Event]:
-    """Anomaly events as inclusive index ranges, sorted by start.
+    """Anomaly events as inclusive ``(start, end)`` index ranges, sorted by start.
 
     Parameters
     ----------
     labels
-        One boolean per point.
+        One boolean per point (0/1 accepted), 1-D.
     event_ids
-        Optional id per point (read only where ``labels`` is True). When given, the points of
-        one id form one event spanning ``(first index, last index)`` of that id, so two
-        adjacent events with different ids stay apart. Otherwise each contiguous run of True
-        labels is one event.
+        Optional id per point (read only where ``labels`` is True). Labelled points sharing
+        a non-empty id form one event spanning its first to last point (so a missing step
+        inside an event does not split it, and two adjacent events with different ids stay
+        apart); labelled points without an id (``""``, ``None``, ``NaN``) fall back to
+        contiguous runs, as do all points when ``event_ids`` is not given.
 
     Examples
     --------
@@ -215,27 +216,37 @@ def events_from_labels(labels: ArrayLike, event_ids: ArrayLike | None = None) ->
     [(1, 2), (5, 5)]
     >>> events_from_labels([1, 1, 1, 0], event_ids=[7, 7, 8, -1])
     [(0, 1), (2, 2)]
+    >>> events_from_labels([1, 0, 1, 0, 1], ["a", "", "a", "", ""])
+    [(0, 2), (4, 4)]
     """
     y = _bool_array(labels, "labels")
     if event_ids is None:
-        padded = np.concatenate(([False], y, [False])).astype(np.int8)
-        edges = np.diff(padded)
-        starts = np.flatnonzero(edges == 1)
-        ends = np.flatnonzero(edges == -1) - 1
-        return [(int(s), int(e)) for s, e in zip(starts, ends, strict=True)]
-    ids = np.asarray(event_ids)
+        return _runs(y)
+    ids = np.asarray(event_ids, dtype=object)
     if ids.ndim != 1 or ids.shape[0] != y.shape[0]:
         raise ContractError(f"event_ids has shape {ids.shape}, expected ({y.shape[0]},)")
-    positions = np.flatnonzero(y)
-    if positions.size == 0:
-        return []
-    _, inverse = np.unique(ids[positions], return_inverse=True)
-    n_groups = int(inverse.max()) + 1
-    starts = np.full(n_groups, np.iinfo(np.int64).max, dtype=np.int64)
-    ends = np.full(n_groups, -1, dtype=np.int64)
-    np.minimum.at(starts, inverse, positions)
-    np.maximum.at(ends, inverse, positions)
-    return sorted((int(s), int(e)) for s, e in zip(starts, ends, strict=True))
+    text = np.array(
+        ["" if v is None or (isinstance(v, float) and v != v) else str(v) for v in ids],
+        dtype=object,
+    )
+    named = y & (text != "")
+    spans = _runs(y & ~named)
+    first: dict[str, int] = {}
+    last: dict[str, int] = {}
+    for position in np.flatnonzero(named).tolist():
+        first.setdefault(text[position], position)
+        last[text[position]] = position
+    spans += [(first[k], last[k]) for k in first]
+    return sorted(spans)
+
+
+def _runs(mask: NDArray[np.bool_]) -> list[Event]:
+    """Contiguous runs of True as ``(start, end)`` inclusive."""
+    padded = np.concatenate(([False], mask, [False])).astype(np.int8)
+    edges = np.diff(padded)
+    starts = np.flatnonzero(edges == 1)
+    ends = np.flatnonzero(edges == -1) - 1
+    return [(int(s), int(e)) for s, e in zip(starts, ends, strict=True)]
 
 
 def event_metrics(

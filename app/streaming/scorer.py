@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from app.contracts import scored_hour_json, utc_now_iso
+from app.contracts import SCORE_FIELDS, scored_hour_json, utc_now_iso
 from app.ingest import cap_raw_text, cut_text
 from app.streaming.state import parse_window, window_seed
 
@@ -37,20 +37,6 @@ _DEAD = {
 DEFAULT_MAX_RAW_BYTES = 65_536
 #: A reason is at most this many bytes of JSON text (validator reasons are far shorter).
 MAX_REASON_BYTES = 2_000
-_SCORE_FIELDS = (
-    "score",
-    "threshold",
-    "false_alarms_per_day",
-    "is_anomaly",
-    "direction",
-    "expected",
-    "expected_low",
-    "expected_high",
-    "fcvae_score",
-    "fcvae_calibrated",
-    "vaegan_score",
-    "vaegan_calibrated",
-)
 
 
 def step_to_iso(step: int, step_seconds: int = 3600) -> str:
@@ -151,7 +137,7 @@ def score_emissions(
             for j, i in enumerate(idx):
                 record = records[i]
                 assert record is not None
-                for name in _SCORE_FIELDS:
+                for name in SCORE_FIELDS:
                     values = result.get(name)
                     record[name] = None if values is None else _clean(values[j])
                 record["detector"] = bundle.detector

@@ -13,7 +13,6 @@ from app.data import (
     FRAME_COLUMNS,
     ColumnSpec,
     check_min_length,
-    events_from_labels,
     load_counts,
     parse_freq,
     series_by_combo,
@@ -21,6 +20,7 @@ from app.data import (
     split_frame,
 )
 from app.errors import ContractError, DataError
+from app.evaluation import events_from_labels
 
 
 def write(tmp_path: Path, text: str, name: str = "counts.csv") -> Path:
@@ -249,7 +249,7 @@ def test_events_from_labels_runs_and_ids() -> None:
     mixed = np.array([None, "e1", "e1", None, None, np.nan, None, "", "", ""], dtype=object)
     assert events_from_labels(labels, mixed) == [(1, 2), (5, 5), (7, 9)]
     assert events_from_labels(np.zeros(5, dtype=bool)) == []
-    with pytest.raises(ValueError, match="shape"):
+    with pytest.raises(ContractError, match="shape"):
         events_from_labels(labels, ids[:3])
 
 
