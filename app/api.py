@@ -52,7 +52,7 @@ class SystemConfig:
     event_col: str = "event_id"
     freq: str = "auto"
     resample: str | None = None
-    values: str = "counts"
+    values: str = "auto"  # counts | real | auto (from the data)
     train_frac: float = 0.70
     val_frac: float = 0.15
     threads: int | None = None

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from app import PROJECT_ROOT
-from app.data import RESAMPLE_METHODS, VALUE_KINDS, ColumnSpec, load_counts
+from app.data import RESAMPLE_METHODS, VALUE_CHOICES, ColumnSpec, load_counts
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +67,13 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--values",
-        choices=VALUE_KINDS,
-        default="counts",
+        choices=VALUE_CHOICES,
+        default=None,
         help="counts: non-negative counts (log-scaled models, multiplicative injected "
         "spikes/dips); real: any numbers, e.g. already normalised KPIs or rates (no log "
-        "transform, injections in units of the series' spread) (default: %(default)s)",
+        "transform, injections in units of the series' spread); auto: counts when every "
+        "value is a non-negative whole number, else real (logged). Default: auto for "
+        "training; scoring uses what the models were trained on",
     )
     group.add_argument(
         "--train-frac",
@@ -114,7 +116,7 @@ def load_from_args(args: argparse.Namespace) -> pd.DataFrame:
         train_frac=args.train_frac,
         val_frac=args.val_frac,
         resample=getattr(args, "resample", None),
-        values=getattr(args, "values", "counts"),
+        values=getattr(args, "values", None) or "auto",
     )
     if args.combos:
         known = set(frame["combo"].unique())

@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 
 from app.errors import ContractError, DataError
 from app.timebase import TimeBase, infer_freq, parse_freq
@@ -124,6 +124,9 @@ _DEFAULT_NAMES = {f.name: f.default for f in fields(ColumnSpec)}
 
 RESAMPLE_METHODS: tuple[str, ...] = ("sum", "mean", "last")
 VALUE_KINDS: tuple[str, ...] = ("counts", "real")
+#: What ``--values`` accepts: a kind, or ``auto`` (counts when every value is a
+#: non-negative whole number, real otherwise; decided on the file and logged).
+VALUE_CHOICES: tuple[str, ...] = ("auto", *VALUE_KINDS)
 
 
 def load_counts(
@@ -158,7 +161,8 @@ def load_counts(
         step and the rows sharing a step are aggregated (labels: any; logged).
     values
         ``"counts"`` (default): values must be >= 0.  ``"real"``: any finite number
-        (already normalised KPIs, rates, temperatures).
+        (already normalised KPIs, rates, temperatures).  ``"auto"``: ``value_kind_of``
+        the file's values (the CLIs' default); ``frame.attrs["values"]`` says which.
 
     Returns
     -------
@@ -177,8 +181,8 @@ def load_counts(
     """
     if resample is not None and resample not in RESAMPLE_METHODS:
         raise ValueError(f"resample={resample!r} is not one of {RESAMPLE_METHODS} (or None)")
-    if values not in VALUE_KINDS:
-        raise ValueError(f"values={values!r} is not one of {VALUE_KINDS}")
+    if values not in VALUE_CHOICES:
+        raise ValueError(f"values={values!r} is not one of {VALUE_CHOICES}")
     if freq != "auto":
         parse_freq(freq)
     if not (0.0 < train_frac < 1.0 and 0.0 <= val_frac < 1.0 and train_frac + val_frac <= 1.0):
@@ -204,8 +208,19 @@ def load_counts(
     time_col, value_col = columns.time, columns.value  # required: checked above
     times = _parse_times(raw[time_col], path, time_col, keys, lines)
     parsed, empty = _parse_values(
-        raw[value_col], path, value_col, keys, times, lines, allow_negative=values == "real"
+        raw[value_col], path, value_col, keys, times, lines, allow_negative=values != "counts"
     )
+    if values == "auto":
+        values = value_kind_of(parsed[~empty])
+        log.info(
+            "%s: values are %s (%s; --values sets it)",
+            path,
+            values,
+            "non-negative whole numbers"
+            if values == "counts"
+            else "some are negative or fractional: no log transform, injections in units of "
+            "the series' spread",
+        )
     if freq == "auto":
         freq = infer_freq(times, keys)
         log.info("%s: time step inferred from the data: freq=%s (--freq sets it)", path, freq)
@@ -250,6 +265,19 @@ def load_counts(
     )
     _log_summary(out, path, n_rows=len(raw), n_empty=int(empty.sum()))
     return out
+
+
+def value_kind_of(values: ArrayLike) -> str:
+    """``"counts"`` when every finite value is a non-negative whole number, else ``"real"``.
+
+    Examples
+    --------
+    >>> value_kind_of([0, 3, 12]), value_kind_of([0.5, 2]), value_kind_of([-1, 2])
+    ('counts', 'real', 'real')
+    """
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    return "counts" if bool((v >= 0).all() and (v == np.round(v)).all()) else "real"
 
 
 def split_frame(frame: pd.DataFrame, split: str) -> pd.DataFrame:

@@ -157,6 +157,20 @@ class ModelRegistry:
             )
         return steps.pop()
 
+    def value_kind(self) -> str:
+        """What the models were trained on: ``counts`` or ``real`` (``training.values`` in
+        their ``meta.json``; counts for artifacts that predate it)."""
+        kinds = {
+            str(self.bundle(combo).primary.meta.get("training", {}).get("values") or "counts")
+            for combo in self.check()
+        }
+        if len(kinds) > 1:
+            raise ArtifactError(
+                f"the models under {self.model_path} were trained on different kinds of "
+                f"values {sorted(kinds)}; pass --values"
+            )
+        return kinds.pop()
+
     def window(self) -> int:
         """The longest window any combo's bundle needs (the stream keeps this many hours)."""
         return max(self.bundle(combo).window for combo in self.check())

@@ -78,12 +78,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging()
     try:
-        frame = load_from_args(args)
         detector = args.model_dir.name if args.model_dir.name in DETECTORS else args.detector
         registry = ModelRegistry(
             model_root(args.model_dir), detector=detector, n_samples=args.n_samples
         )
         known = registry.check()
+        if args.values is None:  # read the file the way the models were trained
+            args.values = registry.value_kind()
+        frame = load_from_args(args)
         unknown = sorted(set(frame["combo"].unique()) - set(known))
         if unknown:
             raise AnomalyError(

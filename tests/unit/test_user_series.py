@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from app.data import load_counts
+from app.data import load_counts, value_kind_of
 from app.errors import ContractError, DataError
 from app.pipeline import (
     EPOCH_REFERENCE_WINDOWS,
@@ -271,6 +271,28 @@ def test_real_values_load_and_inject_on_their_own_scale(tmp_path: Path) -> None:
     assert labels.sum() >= 3 and np.all(np.abs(new[labels] - values[labels]) >= 0.15 - 1e-12)
     params, chosen = _fitted(300, 5000, value_kind="real")
     assert params.log_transform is False and "log_transform" in chosen
+
+
+def test_normalised_values_train_and_score_with_default_options(tmp_path: Path) -> None:
+    """A normalised KPI (negative, fractional) needed --values real on both CLIs; without
+    it training stopped at the first negative value."""
+    from app.score import main as score_main
+    from app.train import main as train_main
+
+    assert value_kind_of([0, 3, 7]) == "counts"
+    assert value_kind_of([0.25, 3]) == value_kind_of([-2, 3]) == "real"
+    stamps = pd.date_range("2025-03-03", periods=2 * 288, freq="5min", tz="UTC")
+    values = np.sin(2 * np.pi * np.arange(stamps.size) / 288) * 0.4 - 0.1
+    csv = _csv(tmp_path / "kpi.csv", stamps, values, combo="kpi")
+    models, out = tmp_path / "models", tmp_path / "scores.csv"
+    train = ["--detector", "fcvae", "--tiny", "--epochs", "2", "--no-progress"]
+    assert train_main([*train, "--data-path", str(csv), "--output-dir", str(models)]) == 0
+    meta = json.loads((models / "fcvae" / "kpi" / "meta.json").read_text())
+    assert meta["training"]["values"] == "real" and meta["params"]["log_transform"] is False
+    argv = ["--model-dir", str(models / "fcvae"), "--data-path", str(csv), "--output", str(out)]
+    assert score_main(argv) == 0
+    scores = pd.read_csv(out)
+    assert (scores["status"] == "scored").sum() == stamps.size - (meta["params"]["window"] - 1)
 
 
 def test_injections_are_not_rounded_away_on_small_fractional_values() -> None:
