@@ -77,14 +77,18 @@ from app.evaluation import (
     point_metrics,
 )
 from app.library_baselines import LIBRARY_BASELINES, robust_scale
-from app.postprocess.threshold import threshold_for_false_alarm_rate
+from app.postprocess.threshold import (
+    DEFAULT_ALARM_BUDGET,
+    DEFAULT_MAX_FLAGS_PER_DAY,
+    flag_share_budget,
+    threshold_for_false_alarm_rate,
+)
 
 log = logging.getLogger(__name__)
 
 DEFAULT_DATA_ROOT = PROJECT_ROOT.parent / "shared" / "realdata"
 DEFAULT_WORK_DIR = PROJECT_ROOT / ".run" / "real"
 DEFAULT_OUTPUT_DIR = PROJECT_ROOT / "plots" / "real"
-DEFAULT_ALARM_BUDGET = 0.005
 
 PRODUCT_DETECTORS = tuple(f"product_{d}" for d in (*detector_names(), ENSEMBLE))
 BASELINE_DETECTORS = ("seasonal_z", *LIBRARY_BASELINES)
@@ -254,11 +258,17 @@ def _error(exc: BaseException) -> str:
 
 
 def budget_threshold(
-    scores: NDArray[np.float64], series: RealSeries, budget: float
+    scores: NDArray[np.float64],
+    series: RealSeries,
+    budget: float,
+    per_day: float | None = DEFAULT_MAX_FLAGS_PER_DAY,
 ) -> tuple[float, NDArray[np.bool_]]:
-    """The alarm-budget threshold on the validation part, and the flags it gives everywhere."""
+    """The alarm-budget threshold on the validation part, and the flags it gives everywhere
+    (the product's rule: at most ``budget`` of its steps, at most ``per_day`` a day)."""
     val = series.mask("val") & series.grid["observed"].to_numpy()
-    threshold = threshold_for_false_alarm_rate(scores[val], budget)
+    share = flag_share_budget(budget, series.step_seconds, per_day)
+    assert share is not None
+    threshold = threshold_for_false_alarm_rate(scores[val], share)
     flags = np.isfinite(scores) & (scores > threshold)
     return threshold, flags
 
@@ -287,7 +297,11 @@ def run_library(name: str, series: RealSeries, seed: int) -> tuple[NDArray[np.fl
 
 
 def run_baselines(
-    series: RealSeries, names: Sequence[str], budget: float, seed: int
+    series: RealSeries,
+    names: Sequence[str],
+    budget: float,
+    seed: int,
+    per_day: float | None = DEFAULT_MAX_FLAGS_PER_DAY,
 ) -> dict[str, DetectorRun]:
     out: dict[str, DetectorRun] = {}
     for name in names:
@@ -303,7 +317,7 @@ def run_baselines(
             else:
                 scores, info = run_library(name, series, seed)
             run.scores = scores
-            run.threshold, run.flags = budget_threshold(scores, series, budget)
+            run.threshold, run.flags = budget_threshold(scores, series, budget, per_day)
             run.info = {**info, "threshold_rule": f"alarm budget {budget} on validation"}
         except Exception as exc:  # one failure must not stop the evaluation
             log.warning("%s on %s failed: %s", name, series.key, exc)
@@ -403,6 +417,16 @@ def run_product(series: RealSeries, work: Path, args: argparse.Namespace) -> dic
             str(args.seed),
             "--no-progress",
             *(["--tiny"] if args.tiny else []),
+            *(
+                ["--alarm-budget", str(args.alarm_budget)]
+                if args.alarm_budget != DEFAULT_ALARM_BUDGET
+                else []
+            ),
+            *(
+                ["--alarm-budget-per-day", str(args.alarm_budget_per_day)]
+                if args.alarm_budget_per_day is not None
+                else []
+            ),
             *extra,
         ]
         score_argv = [
@@ -691,7 +715,13 @@ def markdown_report(metrics: dict[str, Any], run_info: dict[str, Any]) -> str:
         "- Labels: never read by training, calibration or thresholds (`--label-col none`, the "
         "CSV handed to the product has no label column); joined back only for these metrics.",
         f"- Baseline thresholds: alarm budget — at most {run_info['alarm_budget']:.2%} of the "
-        "validation part's steps flagged. Product thresholds: its own training's decision.",
+        "validation part's steps flagged"
+        + (
+            f" and at most {run_info['alarm_budget_per_day']:g} a day"
+            if run_info.get("alarm_budget_per_day") is not None
+            else ""
+        )
+        + ". Product thresholds: its own training's decision (the same budget).",
         (
             "- Metrics on the test part's observed steps. "
             if run_info.get("eval_part", "test") == "test"
@@ -875,6 +905,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="baselines' thresholds flag at most this share of the validation part's steps",
     )
     parser.add_argument(
+        "--alarm-budget-per-day",
+        type=float,
+        default=DEFAULT_MAX_FLAGS_PER_DAY,
+        help="and at most this many flagged validation steps per day (passed to app.train "
+        "too when set, so the product and the baselines share one budget)",
+    )
+    parser.add_argument(
         "--work-dir",
         type=Path,
         default=DEFAULT_WORK_DIR,
@@ -960,7 +997,11 @@ def evaluate(
             continue
         work = args.work_dir / dataset / series.name
         runs = run_product(series, work, args)
-        runs.update(run_baselines(series, baselines, args.alarm_budget, args.seed))
+        runs.update(
+            run_baselines(
+                series, baselines, args.alarm_budget, args.seed, args.alarm_budget_per_day
+            )
+        )
         part = series.mask(args.eval_part)
         for name in detectors:
             run = runs[name]
@@ -1015,6 +1056,7 @@ def evaluate(
         "max_steps": args.max_steps,
         "eval_part": args.eval_part,
         "alarm_budget": args.alarm_budget,
+        "alarm_budget_per_day": args.alarm_budget_per_day,
         "tiny": args.tiny,
         "product_args": args.product_args,
         "detectors": detectors,

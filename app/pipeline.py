@@ -29,7 +29,15 @@ from app.data import sliding_windows
 from app.errors import DataError
 from app.evaluation import evaluate_series
 from app.postprocess.calibrate import EmpiricalCalibrator
-from app.postprocess.threshold import Objective, Ties, choose_threshold, inject_anomalies
+from app.postprocess.threshold import (
+    DEFAULT_ALARM_BUDGET,
+    DEFAULT_MAX_FLAGS_PER_DAY,
+    Objective,
+    Ties,
+    choose_threshold,
+    flag_share_budget,
+    inject_anomalies,
+)
 from app.streaming.state import window_seed
 from app.timebase import TimeBase
 
@@ -248,9 +256,6 @@ DEFAULT_TIES: Ties = "highest"  # which of equally good validation thresholds to
 # copies, the less the threshold depends on which injections were drawn
 # (experiments/threshold_ties.py --spread; TECHNICAL.md "Choosing thresholds").
 DEFAULT_INJECT_COPIES = 8
-#: The alarm budget: no threshold may flag more than this share of the clean validation
-#: steps (0.5 %: about 7 steps a day at 1-minute steps, one every 8 days at hourly ones).
-DEFAULT_ALARM_BUDGET = 0.005
 
 
 def noise_scale(values: NDArray[np.float64]) -> float:
@@ -438,6 +443,7 @@ def calibrate_scores(
     min_precision: float | None = None,
     ties: Ties = DEFAULT_TIES,
     max_flag_share: float | None = DEFAULT_ALARM_BUDGET,
+    max_flags_per_day: float | None = DEFAULT_MAX_FLAGS_PER_DAY,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Fit a calibrator and choose a threshold on the validation split only.
 
@@ -451,6 +457,7 @@ def calibrate_scores(
         ``decision`` holds the calibrator state, the threshold (calibrated and raw) and
         how it was chosen; it goes into the artifact's ``meta.json``.
     """
+    max_flag_share = flag_share_budget(max_flag_share, series.step_seconds, max_flags_per_day)
     vset = validation_set(score_fn, series, seed=seed, n_inject=n_inject, copies=copies)
     calibrator = EmpiricalCalibrator().fit(vset.raw[vset.clean])
     calibrated = calibrator.transform(vset.raw)
@@ -479,6 +486,7 @@ def calibrate_scores(
         "ties": ties,
         "calibration_split": "val",
         "alarm_budget": max_flag_share,
+        "alarm_budget_per_day": max_flags_per_day,
         "operating_point": choice.operating_point,
     }
     cal_real = calibrated[: vset.n_real]
@@ -505,6 +513,7 @@ def fit_ensemble(
     min_precision: float | None = None,
     ties: Ties = DEFAULT_TIES,
     max_flag_share: float | None = DEFAULT_ALARM_BUDGET,
+    max_flags_per_day: float | None = DEFAULT_MAX_FLAGS_PER_DAY,
 ) -> dict[str, Any]:
     """Choose how to merge the two calibrated scores of one combo, on validation only.
 
@@ -517,6 +526,7 @@ def fit_ensemble(
     from app.postprocess.combine import candidate_settings, combine_calibrated
     from app.postprocess.decision import Decision
 
+    max_flag_share = flag_share_budget(max_flag_share, series.step_seconds, max_flags_per_day)
     calibrated = {}
     # The injections depend only on (seed, combo) and the data, so both detectors' validation
     # sets hold the same hours, labels and event ids: the last ``vset`` serves for both.
@@ -559,6 +569,7 @@ def fit_ensemble(
     return {
         **best,
         "alarm_budget": max_flag_share,
+        "alarm_budget_per_day": max_flags_per_day,
         "objective": objective,
         "chosen_on": "val (real + injected)",
         "candidates": tried,

@@ -542,6 +542,33 @@ def pick_among_ties(candidates: ArrayLike, best: ArrayLike, ties: Ties = "highes
     return int(run[np.flatnonzero(distance == distance.min())[-1]])
 
 
+#: The alarm budget: no threshold may flag more than this share of the clean validation
+#: steps (0.5 %: about 7 steps a day at 1-minute steps, one every 8 days at hourly ones) ...
+DEFAULT_ALARM_BUDGET = 0.005
+#: ... nor more flagged clean steps per day than this (None: no daily cap).
+DEFAULT_MAX_FLAGS_PER_DAY: float | None = None
+
+
+def flag_share_budget(
+    share: float | None, step_seconds: int, per_day: float | None = DEFAULT_MAX_FLAGS_PER_DAY
+) -> float | None:
+    """The share of clean validation steps an alarm budget lets a threshold flag: at most
+    ``share`` of them and at most ``per_day`` flagged steps per day (``None``: no cap).
+
+    Examples
+    --------
+    >>> flag_share_budget(0.005, 3600, 1.0)  # hourly: 0.12 a day, under the cap
+    0.005
+    >>> round(flag_share_budget(0.005, 60, 1.0), 6)  # 1-minute: 7.2 a day, capped at 1
+    0.000694
+    """
+    if share is None or per_day is None:
+        return share
+    if per_day < 0:
+        raise ContractError(f"flags per day must be >= 0, got {per_day!r}")
+    return min(share, per_day * step_seconds / 86_400)
+
+
 def threshold_for_false_alarm_rate(clean_scores: ArrayLike, rate: float) -> float:
     """Threshold that flags at most a fraction ``rate`` of clean (anomaly-free) points.
 
