@@ -11,7 +11,6 @@ False
 
 from __future__ import annotations
 
-import argparse
 import logging
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -22,6 +21,7 @@ import pandas as pd
 from app import PROJECT_ROOT
 from app.catalog import ENSEMBLE, detector_names
 from app.errors import AnomalyError
+from app.train_config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -73,38 +73,30 @@ class SystemConfig:
                 values[key] = Path(values[key])
         return cls(**values)
 
-    def as_args(self) -> argparse.Namespace:
-        """The same namespace the CLIs build, so the API and the CLIs share one code path
-        (options the API does not name keep the CLI's defaults)."""
-        from app.train import build_parser
-
-        return argparse.Namespace(
-            **{
-                **vars(build_parser().parse_args([])),
-                "data_path": self.data_path,
-                "time_col": self.time_col,
-                "key_col": self.key_col,
-                "value_col": self.value_col,
-                "label_col": self.label_col,
-                "split_col": self.split_col,
-                "event_col": self.event_col,
-                "freq": self.freq,
-                "resample": self.resample,
-                "values": self.values,
-                "train_frac": self.train_frac,
-                "val_frac": self.val_frac,
-                "combos": self.combos,
-                "epochs": self.epochs,
-                "tiny": self.tiny,
-                "device": "auto",
-                "threads": self.threads,
-                "seed": self.seed,
-                "no_progress": True,
-                "output_dir": self.model_dir,
-                "detector": "all"
-                if set(self.detectors) == set(detector_names())
-                else self.detectors[0],
-            }
+    def as_train_config(self) -> TrainConfig:
+        """The training run the CLIs would make of these keys (options the API does not
+        name keep the CLI's defaults), so the API and the CLIs share one code path."""
+        return TrainConfig(
+            data_path=self.data_path,
+            time_col=self.time_col,
+            key_col=self.key_col,
+            value_col=self.value_col,
+            label_col=self.label_col,
+            split_col=self.split_col,
+            event_col=self.event_col,
+            freq=self.freq,
+            resample=self.resample,
+            values=self.values,
+            train_frac=self.train_frac,
+            val_frac=self.val_frac,
+            combos=self.combos,
+            epochs=self.epochs,
+            tiny=self.tiny,
+            threads=self.threads,
+            seed=self.seed,
+            no_progress=True,
+            output_dir=self.model_dir,
+            detector="all" if set(self.detectors) == set(detector_names()) else self.detectors[0],
         )
 
 
@@ -121,13 +113,13 @@ class AnomalyDetectionSystem:
         from app.cli_common import load_from_args
         from app.registry import ModelRegistry
 
-        args = self.config.as_args()
-        self.frame = load_from_args(args)
+        config = self.config.as_train_config()
+        self.frame = load_from_args(config)
         if self.config.train:
             from app.train import run
 
             root = self.config.model_dir
-            run(args, list(self.config.detectors), {d: root / d for d in self.config.detectors})
+            run(config, list(self.config.detectors), {d: root / d for d in self.config.detectors})
         ModelRegistry(self.config.model_dir, detector=self.config.decision).check()
         return self
 

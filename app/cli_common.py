@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -97,8 +98,9 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def load_from_args(args: argparse.Namespace) -> pd.DataFrame:
-    """Load the CSV the arguments name, restricted to ``--combos``."""
+def load_from_args(args: Any) -> pd.DataFrame:
+    """Load the CSV the arguments (a parsed namespace or a ``TrainConfig``) name,
+    restricted to ``--combos``."""
     default = ColumnSpec()
     columns = ColumnSpec(
         time=args.time_col,
@@ -144,7 +146,7 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def resolve_device(args: argparse.Namespace) -> str:
+def resolve_device(args: Any) -> str:
     import torch
 
     if args.threads:
@@ -156,5 +158,5 @@ def resolve_device(args: argparse.Namespace) -> str:
     return str(args.device)
 
 
-def progress_enabled(args: argparse.Namespace) -> bool:
+def progress_enabled(args: Any) -> bool:
     return not args.no_progress and os.environ.get("CI") != "true"

@@ -26,7 +26,7 @@ from app.cli_common import add_data_arguments, load_from_args
 from app.config import DEFAULT_MAX_GAP_HOURS
 from app.errors import AnomalyError, DataError
 from app.evaluation import aggregate, evaluate_series, markdown_table
-from app.pipeline import ComboSeries, baseline_positions, calibrate_scores
+from app.pipeline import DEFAULT_N_INJECT, ComboSeries, baseline_positions, calibrate_scores
 from app.postprocess.calibrate import EmpiricalCalibrator
 from app.registry import ModelRegistry
 from app.scoring import score_frame
@@ -71,7 +71,7 @@ def evaluate(
     detector: str = ENSEMBLE,
     seed: int = 42,
     max_gap: int = DEFAULT_MAX_GAP_HOURS,
-    n_inject: int = 12,
+    n_inject: int = DEFAULT_N_INJECT,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Metrics per detector (each alone, the ensemble when trained, the baseline)."""
     registry = ModelRegistry(root, detector=detector)

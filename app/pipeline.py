@@ -256,6 +256,8 @@ DEFAULT_TIES: Ties = "highest"  # which of equally good validation thresholds to
 # copies, the less the threshold depends on which injections were drawn
 # (experiments/threshold_ties.py --spread; TECHNICAL.md "Choosing thresholds").
 DEFAULT_INJECT_COPIES = 8
+#: Synthetic spikes and dips injected into each validation copy.
+DEFAULT_N_INJECT = 12
 
 
 def noise_scale(values: NDArray[np.float64]) -> float:
@@ -334,7 +336,7 @@ def validation_set(
     series: ComboSeries,
     *,
     seed: int = 42,
-    n_inject: int = 12,
+    n_inject: int = DEFAULT_N_INJECT,
     copies: int = DEFAULT_INJECT_COPIES,
 ) -> ValidationSet:
     """Score the validation split, and ``copies`` copies of it with ``n_inject`` injected
@@ -437,7 +439,7 @@ def calibrate_scores(
     series: ComboSeries,
     *,
     seed: int = 42,
-    n_inject: int = 12,
+    n_inject: int = DEFAULT_N_INJECT,
     copies: int = DEFAULT_INJECT_COPIES,
     objective: Objective = "event_f1",
     min_precision: float | None = None,
@@ -507,7 +509,7 @@ def fit_ensemble(
     vaegan: Any,
     *,
     seed: int = 42,
-    n_inject: int = 12,
+    n_inject: int = DEFAULT_N_INJECT,
     copies: int = DEFAULT_INJECT_COPIES,
     objective: Objective = "event_f1",
     min_precision: float | None = None,

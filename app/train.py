@@ -35,6 +35,7 @@ from app.pipeline import (
     DEFAULT_ALARM_BUDGET,
     DEFAULT_INJECT_COPIES,
     DEFAULT_MAX_FLAGS_PER_DAY,
+    DEFAULT_N_INJECT,
     DEFAULT_TIES,
     MAX_DEFAULT_WINDOW_STEPS,
     Choice,
@@ -50,6 +51,7 @@ from app.pipeline import (
 )
 from app.postprocess.threshold import TIES
 from app.timebase import TimeBase
+from app.train_config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +160,7 @@ def build_parser(
     model.add_argument(
         "--n-inject",
         type=int,
-        default=12,
+        default=DEFAULT_N_INJECT,
         help="spikes/dips injected into each copy of the validation split for calibration",
     )
     model.add_argument(
@@ -196,38 +198,38 @@ def build_parser(
     return parser
 
 
-def _explicit(name: str, args: argparse.Namespace, base: Any) -> dict[str, Any]:
+def _explicit(name: str, config: TrainConfig, base: Any) -> dict[str, Any]:
     """The parameters the user set on the command line (kept as they are)."""
     fields = type(base).model_fields
     update: dict[str, Any] = {}
-    if args.clean_k is not None and "clean_k" in fields:
-        update["clean_k"] = args.clean_k or None
-    if args.reference_weeks is not None and "reference_weeks" in fields:
-        update["reference_weeks"] = args.reference_weeks
-    if args.log_transform is not None and "log_transform" in fields:
-        update["log_transform"] = args.log_transform
-    if args.epochs is not None:
-        update["epochs"] = args.epochs
-    window = args.window if name == "fcvae" else getattr(args, "vaegan_window", None)
+    if config.clean_k is not None and "clean_k" in fields:
+        update["clean_k"] = config.clean_k or None
+    if config.reference_weeks is not None and "reference_weeks" in fields:
+        update["reference_weeks"] = config.reference_weeks
+    if config.log_transform is not None and "log_transform" in fields:
+        update["log_transform"] = config.log_transform
+    if config.epochs is not None:
+        update["epochs"] = config.epochs
+    window = config.window if name == "fcvae" else config.vaegan_window
     if window is not None:
         update["window"] = window
-    if args.kl_warmup_epochs is not None and "kl_warmup_epochs" in fields:
-        update["kl_warmup_epochs"] = args.kl_warmup_epochs
-    update.update(parse_overrides(getattr(args, "overrides", []), type(base)))
+    if config.kl_warmup_epochs is not None and "kl_warmup_epochs" in fields:
+        update["kl_warmup_epochs"] = config.kl_warmup_epochs
+    update.update(parse_overrides(config.overrides, type(base)))
     return update
 
 
 def _params(
     name: str,
-    args: argparse.Namespace,
+    config: TrainConfig,
     step_seconds: int = 3600,
     n_train: int | None = None,
     value_kind: str = "counts",
 ) -> tuple[Any, list[Choice]]:
     """The params of detector ``name`` for one series: the defaults (or ``--tiny``) fitted
     to its step and history (``fit_to_history``), then what the user set."""
-    base = detector_class(name).tiny_params() if args.tiny else params_class(name)()
-    explicit = _explicit(name, args, base)
+    base = detector_class(name).tiny_params() if config.tiny else params_class(name)()
+    explicit = _explicit(name, config, base)
     fitted, choices = fit_to_history(
         name,
         base,
@@ -235,8 +237,8 @@ def _params(
         n_train=n_train,
         value_kind=value_kind,
         explicit=frozenset(explicit),
-        preset=bool(args.tiny),
-        daily_reference=bool(getattr(args, "daily_reference", False)),
+        preset=bool(config.tiny),
+        daily_reference=bool(config.daily_reference),
     )
     # Validate the result (model_copy does not): a bad value fails here, naming the field.
     try:
@@ -320,35 +322,35 @@ def choose_component_weight(detector: Any, series: ComboSeries) -> None:
         )
 
 
-def calibration_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+def calibration_kwargs(config: TrainConfig) -> dict[str, Any]:
     """How thresholds are chosen on validation, from the CLI's arguments."""
     return {
-        "seed": args.seed,
-        "n_inject": args.n_inject,
-        "copies": args.inject_copies,
-        "ties": args.threshold_ties,
-        "max_flag_share": getattr(args, "alarm_budget", DEFAULT_ALARM_BUDGET),
-        "max_flags_per_day": getattr(args, "alarm_budget_per_day", DEFAULT_MAX_FLAGS_PER_DAY),
+        "seed": config.seed,
+        "n_inject": config.n_inject,
+        "copies": config.inject_copies,
+        "ties": config.threshold_ties,
+        "max_flag_share": config.alarm_budget,
+        "max_flags_per_day": config.alarm_budget_per_day,
     }
 
 
-def series_params(name: str, series: ComboSeries, args: argparse.Namespace) -> Any:
+def series_params(name: str, series: ComboSeries, config: TrainConfig) -> Any:
     """``_params`` for one series: its step, its observed training steps, its values."""
     n_train = int(np.isfinite(series.values[series.positions("train")]).sum())
-    return _params(name, args, series.step_seconds, n_train, series.value_kind)
+    return _params(name, config, series.step_seconds, n_train, series.value_kind)
 
 
 def train_one(
     name: str,
     series: ComboSeries,
-    args: argparse.Namespace,
+    config: TrainConfig,
     device: str,
     out_dir: Path,
     fitted: tuple[Any, list[Choice]] | None = None,
 ) -> dict[str, Any]:
     """Train, calibrate and save detector ``name`` for ``series``; ``fitted`` is its
     ``series_params`` when the caller has them already."""
-    params, choices = fitted if fitted is not None else series_params(name, series, args)
+    params, choices = fitted if fitted is not None else series_params(name, series, config)
     for choice in choices:
         log.info(
             "combo=%s detector=%s chose %s=%s: %s",
@@ -360,7 +362,12 @@ def train_one(
         )
     started = time.perf_counter()
     detector, report = train_detector(
-        name, series, params=params, seed=args.seed, device=device, progress=progress_enabled(args)
+        name,
+        series,
+        params=params,
+        seed=config.seed,
+        device=device,
+        progress=progress_enabled(config),
     )
     fit_s = time.perf_counter() - started
 
@@ -368,15 +375,15 @@ def train_one(
         choose_component_weight(detector, series)
 
     decision, val_metrics = calibrate_scores(
-        detector_score_fn(detector, series), series, **calibration_kwargs(args)
+        detector_score_fn(detector, series), series, **calibration_kwargs(config)
     )
     warn_if_budget_fallback(series.combo, name, decision)
     extra = {
         "combo": series.combo,
         "decision": decision,
         "training": {
-            "data_path": str(args.data_path),
-            "seed": args.seed,
+            "data_path": str(config.data_path),
+            "seed": config.seed,
             "device": device,
             "fit_seconds": round(fit_s, 2),
             "train_span": series.span("train"),
@@ -449,7 +456,7 @@ def warn_if_budget_fallback(combo: str, name: str, decision: dict[str, Any]) -> 
         )
 
 
-def write_ensemble(frame: Any, root: Path, args: argparse.Namespace) -> Path:
+def write_ensemble(frame: Any, root: Path, config: TrainConfig) -> Path:
     """Fit the ensemble of every combo from the trained artifacts; write ensemble.json."""
     import json as _json
     import os
@@ -462,7 +469,7 @@ def write_ensemble(frame: Any, root: Path, args: argparse.Namespace) -> Path:
         series = ComboSeries.from_frame(frame, combo)
         fcvae = detector_class("fcvae").load(root / "fcvae" / combo)
         vaegan = detector_class("vaegan").load(root / "vaegan" / combo)
-        combos[combo] = fit_ensemble(series, fcvae, vaegan, **calibration_kwargs(args))
+        combos[combo] = fit_ensemble(series, fcvae, vaegan, **calibration_kwargs(config))
         log.info(
             "combo=%s ensemble: %s; %s",
             combo,
@@ -473,7 +480,7 @@ def write_ensemble(frame: Any, root: Path, args: argparse.Namespace) -> Path:
     payload = {
         "schema_version": 1,
         "combine": "app.postprocess.combine.combine_calibrated",
-        "seed": args.seed,
+        "seed": config.seed,
         "combos": combos,
     }
     fd, tmp = tempfile.mkstemp(dir=root, prefix=".ensemble-", suffix=".json")
@@ -483,14 +490,14 @@ def write_ensemble(frame: Any, root: Path, args: argparse.Namespace) -> Path:
     return path
 
 
-def run(args: argparse.Namespace, detectors: list[str], root_for: dict[str, Path]) -> int:
-    device = resolve_device(args)
-    frame = load_from_args(args)
+def run(config: TrainConfig, detectors: list[str], root_for: dict[str, Path]) -> int:
+    device = resolve_device(config)
+    frame = load_from_args(config)
     combos = sorted(frame["combo"].unique())
     summary = []
     all_series = [ComboSeries.from_frame(frame, combo) for combo in combos]
     for name in detectors:
-        fitted = [series_params(name, series, args) for series in all_series]
+        fitted = [series_params(name, series, config) for series in all_series]
         for series, (params, _) in zip(all_series, fitted, strict=True):
             # every combo long enough before any training starts
             detector = detector_class(name)(params)
@@ -502,11 +509,11 @@ def run(args: argparse.Namespace, detectors: list[str], root_for: dict[str, Path
                 step_seconds=series.step_seconds,
             )
         for series, fit in zip(all_series, fitted, strict=True):
-            summary.append(train_one(name, series, args, device, root_for[name], fit))
+            summary.append(train_one(name, series, config, device, root_for[name], fit))
     if summary:
         log.info("summary:\n%s", json.dumps(summary, indent=1, default=str))
-    if args.detector in ("all", "ensemble"):
-        path = write_ensemble(frame, args.output_dir, args)
+    if config.detector in ("all", "ensemble"):
+        path = write_ensemble(frame, config.output_dir, config)
         log.info("wrote %s", path)
     return 0
 
@@ -514,12 +521,12 @@ def run(args: argparse.Namespace, detectors: list[str], root_for: dict[str, Path
 def main(argv: list[str] | None = None) -> int:
     from app.logs import setup_logging
 
-    args = build_parser().parse_args(argv)
+    config = TrainConfig.from_args(build_parser().parse_args(argv))
     setup_logging()
     chosen = {"all": list(detector_names()), ENSEMBLE: []}
-    detectors = chosen.get(args.detector, [args.detector])
+    detectors = chosen.get(config.detector, [config.detector])
     try:
-        return run(args, detectors, {d: args.output_dir / d for d in detectors})
+        return run(config, detectors, {d: config.output_dir / d for d in detectors})
     except AnomalyError as exc:
         log.error("%s", exc)
         return 1

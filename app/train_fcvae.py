@@ -7,6 +7,7 @@ import sys
 
 from app.errors import AnomalyError
 from app.train import build_parser, run
+from app.train_config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -14,10 +15,11 @@ log = logging.getLogger(__name__)
 def main(argv: list[str] | None = None) -> int:
     from app.logs import setup_logging
 
-    args = build_parser("python -m app.train_fcvae", fixed_detector="fcvae").parse_args(argv)
+    parser = build_parser("python -m app.train_fcvae", fixed_detector="fcvae")
+    config = TrainConfig.from_args(parser.parse_args(argv))
     setup_logging()
     try:
-        return run(args, ["fcvae"], {"fcvae": args.output_dir})
+        return run(config, ["fcvae"], {"fcvae": config.output_dir})
     except AnomalyError as exc:
         log.error("%s", exc)
         return 1

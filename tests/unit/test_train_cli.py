@@ -6,10 +6,11 @@ import pytest
 
 from app.errors import DataError
 from app.train import _params, build_parser
+from app.train_config import TrainConfig
 
 
 def params_for(*argv: str, detector: str = "fcvae"):  # type: ignore[no-untyped-def]
-    return _params(detector, build_parser().parse_args(list(argv)))[0]
+    return _params(detector, TrainConfig.from_args(build_parser().parse_args(list(argv))))[0]
 
 
 def test_set_overrides_any_field_with_json_values() -> None:
@@ -50,6 +51,19 @@ def test_reference_weeks_option() -> None:
 def test_reference_weeks_count_in_steps_of_the_data() -> None:
     from app.pipeline import detector_class
 
-    half_hourly, _ = _params("fcvae", build_parser().parse_args([]), step_seconds=1800)
+    half_hourly, _ = _params("fcvae", TrainConfig(), step_seconds=1800)
     assert half_hourly.clean_period == 48  # a day of 30-minute steps
     assert detector_class("fcvae")(half_hourly).window == 168 + 4 * 7 * 48
+
+
+def test_train_config_defaults_are_the_cli_defaults() -> None:
+    """One set of defaults: the typed config equals what an empty command line parses to."""
+    from app.train_fcvae import build_parser as fcvae_parser  # the same parser, fixed detector
+
+    assert TrainConfig.from_args(build_parser().parse_args([])) == TrainConfig()
+    fixed = TrainConfig.from_args(fcvae_parser("x", fixed_detector="fcvae").parse_args([]))
+    assert fixed.detector == "fcvae" and fixed.output_dir.name == "fcvae"
+    with pytest.raises(ValueError, match="alarm_budget"):
+        TrainConfig(alarm_budget=-1)
+    with pytest.raises(ValueError, match="unknown_option"):
+        TrainConfig.model_validate({"unknown_option": 1})

@@ -30,6 +30,7 @@ from app.pipeline import (
 from app.postprocess.threshold import choose_threshold, inject_anomalies
 from app.timebase import TimeBase, infer_freq
 from app.train import _params, build_parser
+from app.train_config import TrainConfig
 
 
 def _csv(path: Path, stamps: pd.DatetimeIndex, values: np.ndarray, **extra: object) -> Path:
@@ -156,8 +157,8 @@ def test_calibration_falls_back_to_the_budget_and_says_so(
 def _fitted(  # type: ignore[no-untyped-def]
     step_seconds: int, n_train: int, *argv: str, name: str = "fcvae", value_kind: str = "counts"
 ):
-    args = build_parser().parse_args(list(argv))
-    params, choices = _params(name, args, step_seconds, n_train, value_kind)
+    config = TrainConfig.from_args(build_parser().parse_args(list(argv)))
+    params, choices = _params(name, config, step_seconds, n_train, value_kind)
     return params, {c.name: c for c in choices}
 
 
