@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from app import PROJECT_ROOT
+from app.artifacts import model_root
 from app.catalog import DETECTORS, ENSEMBLE, PRIMARY
 from app.cli_common import add_data_arguments, load_from_args
 from app.config import DEFAULT_MAX_GAP_HOURS
@@ -33,11 +34,6 @@ from app.scoring import score_frame
 from app.timebase import TimeBase
 
 log = logging.getLogger(__name__)
-
-
-def model_root(path: Path) -> Path:
-    """Accept the model root (``models``) or one detector's folder (``models/fcvae``)."""
-    return path.parent if path.name in DETECTORS else path
 
 
 def score_test(

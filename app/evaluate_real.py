@@ -66,7 +66,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from app import PROJECT_ROOT
+from app import PROJECT_ROOT, artifacts
 from app.baselines import SeasonalBaseline
 from app.catalog import ENSEMBLE, detector_names
 from app.evaluation import (
@@ -373,7 +373,7 @@ def product_data_args(series: RealSeries, csv: Path, module: Any) -> list[str]:
 
 
 def _read_decision_threshold(model_dir: Path, detector: str, combo: str) -> float:
-    meta = json.loads((model_dir / detector / combo / "meta.json").read_text())
+    meta = artifacts.read_meta(model_dir, detector, combo)
     return float(meta["decision"]["threshold_calibrated"])
 
 

@@ -1,11 +1,6 @@
 """Trained artifacts on disk and the per-combo bundles that score with them.
 
-Layout (``MODEL_PATH``, default ``models/``)::
-
-    models/fcvae/<combo>/meta.json, weights.pt     FCVAE (issue 3)
-    models/vaegan/<combo>/meta.json, weights.pt    VAE+GAN (when trained)
-    models/ensemble.json                           how the two are combined (when trained)
-
+The layout on disk is ``app.artifacts``'.
 A bundle is loaded once per process and cached by combo; its ``version`` is a hash of
 the artifact files, so a changed model gets a new version in every scored record.
 Nothing here is Spark- or Kafka-aware.
@@ -13,8 +8,6 @@ Nothing here is Spark- or Kafka-aware.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +16,13 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from app.artifacts import (
+    artifact_version,
+    detector_dir,
+    ensemble_path,
+    read_ensemble,
+    trained_combos,
+)
 from app.catalog import ENSEMBLE, PRIMARY, detector_names, spec
 from app.errors import ArtifactError
 from app.postprocess.decision import Decision, EnsembleDecision
@@ -30,17 +30,6 @@ from app.postprocess.decision import Decision, EnsembleDecision
 log = logging.getLogger(__name__)
 
 DETECTOR_DIRS = detector_names()
-
-
-def artifact_version(directory: Path) -> str:
-    """Short content hash of ``meta.json`` and ``weights.pt`` in ``directory``."""
-    digest = hashlib.sha256()
-    for name in ("meta.json", "weights.pt"):
-        path = directory / name
-        if not path.exists():
-            raise ArtifactError(f"{path} is missing: train this combo first (make train)")
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:12]
 
 
 @dataclass
@@ -96,20 +85,11 @@ class ModelRegistry:
         self._bundles: dict[str, ComboBundle] = {}
 
     def combos(self) -> list[str]:
-        """Combos with an FCVAE artifact directory."""
-        root = self.model_path / PRIMARY
-        if not root.is_dir():
-            return []
-        return sorted(p.name for p in root.iterdir() if (p / "meta.json").exists())
+        """Combos with a trained primary (FCVAE) artifact."""
+        return trained_combos(self.model_path, PRIMARY)
 
     def ensemble_settings(self) -> dict[str, Any]:
-        path = self.model_path / "ensemble.json"
-        if not path.exists():
-            return {}
-        try:
-            return dict(json.loads(path.read_text()))
-        except json.JSONDecodeError as exc:
-            raise ArtifactError(f"{path} is not valid JSON: {exc}") from exc
+        return read_ensemble(self.model_path)
 
     def effective_detector(self) -> str:
         """The detector actually used: ``ensemble`` falls back to ``fcvae`` when no
@@ -117,7 +97,9 @@ class ModelRegistry:
         if self.detector != ENSEMBLE:
             return self.detector
         others = [n for n in detector_names() if n != PRIMARY]
-        if self.ensemble_settings() and all((self.model_path / n).is_dir() for n in others):
+        if self.ensemble_settings() and all(
+            detector_dir(self.model_path, n).is_dir() for n in others
+        ):
             return ENSEMBLE
         return PRIMARY
 
@@ -182,7 +164,7 @@ class ModelRegistry:
         return self._bundles[combo]
 
     def _load(self, combo: str) -> ComboBundle:
-        fdir = self.model_path / PRIMARY / combo
+        fdir = detector_dir(self.model_path, PRIMARY, combo)
         if not fdir.is_dir():
             raise ArtifactError(
                 f"no {spec(PRIMARY).label} model for combo {combo!r} in {fdir} "
@@ -195,7 +177,7 @@ class ModelRegistry:
         models: dict[str, Any] = {}
         versions = []
         for name in names:
-            folder = self.model_path / name / combo
+            folder = detector_dir(self.model_path, name, combo)
             model = spec(name).detector_class().load(folder, device=self.device)
             if self.n_samples is not None and name == PRIMARY:
                 model.params = model.params.model_copy(update={"n_samples": self.n_samples})
@@ -211,7 +193,7 @@ class ModelRegistry:
             settings = self.ensemble_settings().get("combos", {}).get(combo, {})
             if not settings:
                 raise ArtifactError(
-                    f"{self.model_path / 'ensemble.json'} has no entry for "
+                    f"{ensemble_path(self.model_path)} has no entry for "
                     f"combo {combo!r}: retrain the ensemble"
                 )
             ensemble = EnsembleDecision.from_dict(settings)

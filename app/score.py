@@ -17,11 +17,11 @@ import sys
 from pathlib import Path
 
 from app import PROJECT_ROOT
+from app.artifacts import model_root
 from app.catalog import DETECTORS, ENSEMBLE, decision_names
 from app.cli_common import add_data_arguments, load_from_args
 from app.config import DEFAULT_MAX_GAP_HOURS
 from app.errors import AnomalyError
-from app.evaluate import model_root
 from app.registry import ModelRegistry
 from app.scoring import score_frame
 from app.timebase import TimeBase, freq_string

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from app import PROJECT_ROOT
+from app import PROJECT_ROOT, artifacts
 from app.catalog import ENSEMBLE, detector_names
 from app.cli_common import (
     add_data_arguments,
@@ -458,17 +458,13 @@ def warn_if_budget_fallback(combo: str, name: str, decision: dict[str, Any]) -> 
 
 def write_ensemble(frame: Any, root: Path, config: TrainConfig) -> Path:
     """Fit the ensemble of every combo from the trained artifacts; write ensemble.json."""
-    import json as _json
-    import os
-    import tempfile
-
     from app.pipeline import fit_ensemble
 
     combos = {}
     for combo in sorted(frame["combo"].unique()):
         series = ComboSeries.from_frame(frame, combo)
-        fcvae = detector_class("fcvae").load(root / "fcvae" / combo)
-        vaegan = detector_class("vaegan").load(root / "vaegan" / combo)
+        fcvae = detector_class("fcvae").load(artifacts.detector_dir(root, "fcvae", combo))
+        vaegan = detector_class("vaegan").load(artifacts.detector_dir(root, "vaegan", combo))
         combos[combo] = fit_ensemble(series, fcvae, vaegan, **calibration_kwargs(config))
         log.info(
             "combo=%s ensemble: %s; %s",
@@ -476,18 +472,7 @@ def write_ensemble(frame: Any, root: Path, config: TrainConfig) -> Path:
             {k: v for k, v in combos[combo].items() if k not in ("candidates", "operating_point")},
             describe_operating_point(combos[combo].get("operating_point")),
         )
-    path = root / "ensemble.json"
-    payload = {
-        "schema_version": 1,
-        "combine": "app.postprocess.combine.combine_calibrated",
-        "seed": config.seed,
-        "combos": combos,
-    }
-    fd, tmp = tempfile.mkstemp(dir=root, prefix=".ensemble-", suffix=".json")
-    with os.fdopen(fd, "w") as handle:
-        _json.dump(payload, handle, indent=2, sort_keys=True)
-    os.replace(tmp, path)
-    return path
+    return artifacts.write_ensemble(root, combos, seed=config.seed)
 
 
 def run(config: TrainConfig, detectors: list[str], root_for: dict[str, Path]) -> int:

@@ -19,7 +19,6 @@ Examples
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any
 
 import pandas as pd
 
+from app.artifacts import find_metas
 from app.catalog import detector_names
 from app.contracts import ScoredHour
 
@@ -216,17 +216,4 @@ def find_models(model_path: Path) -> tuple[dict[str, list[str]], list[str]]:
 
     Only JSON is read (the dashboard never loads weights).
     """
-    found: dict[str, list[str]] = {family: [] for family in MODEL_FAMILIES}
-    broken: list[str] = []
-    for family in MODEL_FAMILIES:
-        root = model_path / family
-        if not root.is_dir():
-            continue
-        for meta in sorted(root.glob("*/meta.json")):
-            try:
-                json.loads(meta.read_text())
-            except (OSError, ValueError):
-                broken.append(str(meta))
-                continue
-            found[family].append(meta.parent.name)
-    return found, broken
+    return find_metas(model_path)

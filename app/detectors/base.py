@@ -37,13 +37,12 @@ import torch
 from numpy.typing import NDArray
 from pydantic import BaseModel
 
+from app.artifacts import META_FILE, WEIGHTS_FILE
 from app.errors import ArtifactError, ContractError, DataError, NotFittedError
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-META_FILE = "meta.json"
-WEIGHTS_FILE = "weights.pt"
 
 StateDicts = dict[str, dict[str, torch.Tensor]]
 

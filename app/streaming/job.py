@@ -25,14 +25,12 @@ and the wall-clock future guard measures from that same timestamp.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import signal
 import sys
 import tempfile
 import threading
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
@@ -40,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from app import artifacts
 from app.config import SINK_MAX_REQUEST_BYTES, KafkaSettings, SparkSettings, StreamSettings
 from app.errors import InfraError
 from app.ingest import Accepted, Rules, bounded_raw, validate
@@ -230,34 +229,11 @@ def rejected_emissions(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 #: What executors need from a model directory (training plots stay behind).
-MODEL_FILE_PATTERNS = ("*.json", "*.pt")
-
-
-def pack_models(model_path: Path, out_dir: Path) -> Path:
-    """Zip the model files under ``model_path`` into ``out_dir``; return the archive.
-
-    The name carries a hash of the contents (``models-<sha>.zip``), so a retrained model
-    set is a new archive, never a stale cached one.
-    """
-    files = sorted(
-        {f for pattern in MODEL_FILE_PATTERNS for f in model_path.rglob(pattern) if f.is_file()}
-    )
-    digest = hashlib.sha256()
-    for f in files:
-        digest.update(f.relative_to(model_path).as_posix().encode())
-        digest.update(f.read_bytes())
-    archive = out_dir / f"models-{digest.hexdigest()[:12]}.zip"
-    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
-        for f in files:
-            zf.write(f, f.relative_to(model_path).as_posix())
-    return archive
-
-
 def ship_models(spark: SparkSession, model_path: Path) -> str:
     """Send the models to every executor with ``addArchive``; return the name under which
     executors find the unpacked copy (``SparkFiles.get(name)``).  A cluster then needs no
     shared disk for the models."""
-    archive = pack_models(model_path, Path(tempfile.mkdtemp(prefix="txn-anomaly-models-")))
+    archive = artifacts.pack(model_path, Path(tempfile.mkdtemp(prefix="txn-anomaly-models-")))
     spark.sparkContext.addArchive(str(archive))
     log.info(
         "shipping %s to the executors as %s (%.1f MB)",

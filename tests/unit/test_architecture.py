@@ -32,6 +32,8 @@ PURE = [
     *sorted((PROJECT_ROOT / "app" / "detectors").rglob("*.py")),
     *sorted((PROJECT_ROOT / "app" / "postprocess").rglob("*.py")),
     PROJECT_ROOT / "app" / "data.py",
+    PROJECT_ROOT / "app" / "artifacts.py",
+    PROJECT_ROOT / "app" / "catalog.py",
     PROJECT_ROOT / "app" / "evaluation.py",
     PROJECT_ROOT / "app" / "baselines.py",
     PROJECT_ROOT / "app" / "streaming" / "state.py",

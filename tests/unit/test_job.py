@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from app import artifacts
 from app.errors import InfraError
 from app.streaming.job import (
     STATE_LAYOUT,
     STATE_LAYOUT_FILE,
     check_checkpoint,
     checkpoint_sources,
-    pack_models,
 )
 
 
@@ -33,7 +33,7 @@ def test_archive_holds_the_model_files_under_their_relative_paths(tmp_path: Path
     models = _models(tmp_path / "models")
     out = tmp_path / "out"
     out.mkdir()
-    archive = pack_models(models, out)
+    archive = artifacts.pack(models, out)
     with zipfile.ZipFile(archive) as zf:
         names = sorted(zf.namelist())
         assert zf.read("fcvae/B/weights.pt") == b"B" * 10
@@ -51,10 +51,10 @@ def test_archive_name_follows_the_contents(tmp_path: Path) -> None:
     (tmp_path / "o1").mkdir()
     (tmp_path / "o2").mkdir()
     (tmp_path / "o3").mkdir()
-    first = pack_models(models, tmp_path / "o1").name
-    assert pack_models(models, tmp_path / "o2").name == first
+    first = artifacts.pack(models, tmp_path / "o1").name
+    assert artifacts.pack(models, tmp_path / "o2").name == first
     (models / "fcvae" / "A" / "weights.pt").write_bytes(b"retrained")
-    assert pack_models(models, tmp_path / "o3").name != first
+    assert artifacts.pack(models, tmp_path / "o3").name != first
 
 
 def _offsets(root: Path, batch: int, sources: int) -> Path:
