@@ -111,7 +111,7 @@ def test_job_refuses_to_start_on_broken_models(
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=240,  # a hang guard, not a timing: start-up is slow on a loaded machine
         check=False,
     )
     output = result.stdout + result.stderr
