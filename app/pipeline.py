@@ -29,6 +29,7 @@ from app.data import sliding_windows
 from app.errors import DataError
 from app.evaluation import evaluate_series
 from app.postprocess.calibrate import EmpiricalCalibrator
+from app.postprocess.decision import RULE, Decision
 from app.postprocess.threshold import (
     DEFAULT_ALARM_BUDGET,
     DEFAULT_MAX_FLAGS_PER_DAY,
@@ -481,8 +482,7 @@ def calibrate_scores(
         "threshold_raw": float(above.min()) if len(above) else None,
         "calibrator": calibrator.to_dict(),
         "choice": choice.to_dict(),
-        "rule": "is_anomaly = calibrated score > threshold_calibrated "
-        "(calibrated = -log10 P_clean(raw >= score) on clean validation hours)",
+        "rule": RULE,
         "n_injected_events": vset.n_injected_events,
         "n_injected_copies": copies,
         "ties": ties,
@@ -526,7 +526,6 @@ def fit_ensemble(
     ensemble is never worse than FCVAE.
     """
     from app.postprocess.combine import candidate_settings, combine_calibrated
-    from app.postprocess.decision import Decision
 
     max_flag_share = flag_share_budget(max_flag_share, series.step_seconds, max_flags_per_day)
     calibrated = {}

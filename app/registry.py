@@ -1,6 +1,6 @@
 """Trained artifacts on disk and the per-combo bundles that score with them.
 
-The layout on disk is ``app.artifacts``'.
+The layout on disk is ``app.artifacts``'s.
 A bundle is loaded once per process and cached by combo; its ``version`` is a hash of
 the artifact files, so a changed model gets a new version in every scored record.
 Nothing here is Spark- or Kafka-aware.
@@ -28,8 +28,6 @@ from app.errors import ArtifactError
 from app.postprocess.decision import Decision, EnsembleDecision
 
 log = logging.getLogger(__name__)
-
-DETECTOR_DIRS = detector_names()
 
 
 @dataclass
@@ -125,33 +123,38 @@ class ModelRegistry:
                 )
         return combos
 
-    def step_seconds(self) -> int:
-        """The time step the models were trained at (``training.step_seconds`` in their
-        ``meta.json``; hourly for artifacts that predate it). One step for all combos."""
-        steps = {
-            int(self.bundle(combo).primary.meta.get("training", {}).get("step_seconds") or 3600)
+    def _trained_with(self, key: str, default: Any, differ: str) -> Any:
+        """``training[key]`` of the primary detector's ``meta.json``, the same for every
+        combo (``default`` for artifacts that predate the key); ``differ`` ends the error
+        naming the values when combos disagree."""
+        values = {
+            self.bundle(combo).primary.meta.get("training", {}).get(key) or default
             for combo in self.check()
         }
-        if len(steps) > 1:
-            raise ArtifactError(
-                f"the models under {self.model_path} were trained at different time steps "
-                f"{sorted(steps)} s; serve each step from its own MODEL_PATH and topic"
+        if len(values) > 1:
+            raise ArtifactError(f"the models under {self.model_path} {differ}: {sorted(values)}")
+        return values.pop()
+
+    def step_seconds(self) -> int:
+        """The time step the models were trained at (``training.step_seconds``; hourly
+        for artifacts that predate it). One step for all combos."""
+        return int(
+            self._trained_with(
+                "step_seconds",
+                3600,
+                "were trained at different time steps (s); serve each step from its own "
+                "MODEL_PATH and topic",
             )
-        return steps.pop()
+        )
 
     def value_kind(self) -> str:
-        """What the models were trained on: ``counts`` or ``real`` (``training.values`` in
-        their ``meta.json``; counts for artifacts that predate it)."""
-        kinds = {
-            str(self.bundle(combo).primary.meta.get("training", {}).get("values") or "counts")
-            for combo in self.check()
-        }
-        if len(kinds) > 1:
-            raise ArtifactError(
-                f"the models under {self.model_path} were trained on different kinds of "
-                f"values {sorted(kinds)}; pass --values"
+        """What the models were trained on: ``counts`` or ``real`` (``training.values``;
+        counts for artifacts that predate it)."""
+        return str(
+            self._trained_with(
+                "values", "counts", "were trained on different kinds of values (pass --values)"
             )
-        return kinds.pop()
+        )
 
     def window(self) -> int:
         """The longest window any combo's bundle needs (the stream keeps this many hours)."""

@@ -42,6 +42,12 @@ def _flags(scores: ArrayLike, threshold: float) -> NDArray[np.bool_]:
     return np.asarray(scores, dtype=np.float64) > threshold
 
 
+def _operating_point(state: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The recorded expected false alarms at the threshold, on clean validation (or None)."""
+    op = state.get("operating_point")
+    return dict(op) if op else None
+
+
 @dataclass(frozen=True)
 class Decision:
     """One detector's decision: calibrate the raw score, flag above the threshold."""
@@ -78,9 +84,7 @@ class Decision:
 
     @property
     def operating_point(self) -> dict[str, Any] | None:
-        """The expected false alarms at the threshold, on clean validation (or None)."""
-        op = self.record.get("operating_point")
-        return dict(op) if op else None
+        return _operating_point(self.record)
 
 
 @dataclass(frozen=True)
@@ -111,5 +115,4 @@ class EnsembleDecision:
 
     @property
     def operating_point(self) -> dict[str, Any] | None:
-        op = self.settings.get("operating_point")
-        return dict(op) if op else None
+        return _operating_point(self.settings)
