@@ -68,7 +68,7 @@ def score_unpadded(detector: Any, window: NDArray[np.float64], seed: int) -> flo
     """
     import torch
 
-    from app.detectors.fcvae.detector import window_normals
+    from app.detectors.draws import window_normals
     from app.detectors.fcvae.loss import LOG_2PI
 
     p = detector.params
@@ -129,7 +129,8 @@ def profile_chunk(detector: Any, windows: NDArray[np.float64], seeds: NDArray[np
     """Where one full FCVAE chunk (512 windows, 1 thread) spends its time."""
     import torch
 
-    from app.detectors.fcvae.detector import SCORE_CHUNK, window_normals
+    from app.detectors.draws import window_normals
+    from app.detectors.fcvae.detector import SCORE_CHUNK
 
     p = detector.params
     w, s = windows[:SCORE_CHUNK], seeds[:SCORE_CHUNK]

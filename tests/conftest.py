@@ -40,6 +40,22 @@ def kafka_settings(kafka_broker: LocalKafkaBroker) -> KafkaSettings:
     )
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Train and score on one thread: quick and steady even on a busy 2-core machine.
+
+    Detector test modules use it with ``pytestmark = pytest.mark.usefixtures(...)``.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.fixture
 def topic_name() -> str:
     """A fresh topic name per test, so tests never see each other's messages."""

@@ -30,14 +30,15 @@ import tempfile
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, TypeGuard
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from app.artifacts import META_FILE, WEIGHTS_FILE
+from app.detectors.windows import expected_band
 from app.errors import ArtifactError, ContractError, DataError, NotFittedError
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,8 @@ class FitReport:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable copy (non-finite floats become ``None``)."""
-        return _jsonable(asdict(self))
+        report: dict[str, Any] = _jsonable(asdict(self))
+        return report
 
 
 @dataclass(frozen=True)
@@ -212,20 +214,28 @@ def as_series(values: Any, what: str) -> NDArray[np.float64]:
 
 
 class NetworkDetector(Detector):
-    """Plumbing shared by the torch detectors: fitted state, normalisation, ``save``.
+    """Plumbing shared by the torch detectors: state, normalisation, the band, save and load.
 
-    Subclasses set ``params`` (with ``window`` and ``log_transform``), ``device``,
-    ``mean_``/``std_``, ``fit_report_``, ``meta`` and ``_net`` in ``__init__``, declare
-    ``reserved_meta_keys`` (the meta keys they write themselves) and implement ``_own_meta``.
+    Subclasses set ``params_class`` (a pydantic model with ``window`` and ``log_transform``),
+    ``reserved_meta_keys`` (the meta keys they write themselves) and implement
+    ``_build_network``; they extend ``_own_meta`` and ``_load_extra`` for what else their
+    artifacts hold, and ``_upgrade_params`` for older artifacts' params.
     """
 
+    params_class: ClassVar[type[BaseModel]]
     reserved_meta_keys: ClassVar[frozenset[str]]
     params: Any
-    device: torch.device
-    mean_: float | None
-    std_: float | None
-    fit_report_: FitReport | None
     _net: Any
+
+    def __init__(self, params: BaseModel | None = None, device: str = "cpu") -> None:
+        self.params = params if params is not None else self.params_class()
+        self.device = resolve_device(device)
+        self.meta: dict[str, Any] = {}
+        self.mean_: float | None = None
+        self.std_: float | None = None
+        self.seed_: int | None = None
+        self.fit_report_: FitReport | None = None
+        self._net = None
 
     def __repr__(self) -> str:
         return (
@@ -248,6 +258,10 @@ class NetworkDetector(Detector):
             raise NotFittedError(f"{self!r} is not fitted: call fit() or load() first")
         return self._net
 
+    @abstractmethod
+    def _build_network(self) -> PartsNetwork:
+        """A freshly initialised network for ``params``."""
+
     # --- transforms ---------------------------------------------------------------------------
 
     def _transform(self, values: NDArray[np.float64], what: str) -> NDArray[np.float64]:
@@ -269,11 +283,45 @@ class NetworkDetector(Detector):
         out = units * self.std_ + self.mean_
         return np.expm1(out) if self.params.log_transform else out
 
+    def _details(
+        self,
+        score: NDArray[np.float64],
+        centre: NDArray[np.float64],
+        spread: NDArray[np.float64],
+    ) -> ScoreDetails:
+        """Scores plus the expected value and band of a centre ± spread in model units."""
+        assert self.mean_ is not None and self.std_ is not None
+        expected, expected_std, low, high = expected_band(
+            centre,
+            spread,
+            mean=self.mean_,
+            std=self.std_,
+            log_transform=bool(self.params.log_transform),
+            sigmas=float(self.params.band_sigmas),
+        )
+        return ScoreDetails(
+            score=score.astype(np.float64),
+            expected=expected,
+            expected_std=expected_std,
+            expected_low=low,
+            expected_high=high,
+        )
+
     # --- persistence --------------------------------------------------------------------------
 
-    @abstractmethod
     def _own_meta(self) -> dict[str, Any]:
         """The meta keys the detector writes itself (a subset of ``reserved_meta_keys``)."""
+        return {
+            "detector": self.name,
+            "params": self.params.model_dump(mode="json"),
+            "normalisation": {
+                "mean": self.mean_,
+                "std": self.std_,
+                "log_transform": self.params.log_transform,
+            },
+            "seed": self.seed_,
+            "fit": None if self.fit_report_ is None else self.fit_report_.to_dict(),
+        }
 
     def save(self, directory: Path, extra_meta: dict[str, Any] | None = None) -> None:
         """Write ``meta.json`` + ``weights.pt`` to ``directory`` atomically.
@@ -302,6 +350,56 @@ class NetworkDetector(Detector):
         directory = Path(directory)
         write_artifact(directory, {**carried, **own, **extra}, net.state_dicts())
         self.meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
+
+    @classmethod
+    def _upgrade_params(cls, raw: Any) -> Any:
+        """Params of an older artifact made current (default: as they are)."""
+        return raw
+
+    def _load_extra(self, meta: dict[str, Any], directory: Path) -> None:
+        """Read what else the detector's artifact holds (raise ``ArtifactError`` if bad)."""
+
+    @classmethod
+    def load(cls, directory: Path, *, device: str = "cpu") -> Self:
+        """Rebuild a fitted detector from ``directory`` (see the module docstring).
+
+        Raises
+        ------
+        ArtifactError
+            Missing/corrupt files, another detector's or schema's artifact, invalid params
+            or normalisation (or what ``_load_extra`` checks), or weights that do not match
+            the params.
+        """
+        meta, state_dicts = read_artifact(Path(directory), cls.name, device=device)
+        try:
+            params = cls.params_class.model_validate(cls._upgrade_params(meta.get("params")))
+        except ValidationError as exc:
+            raise ArtifactError(f"{directory}/{META_FILE} has invalid params: {exc}") from exc
+        norm = meta.get("normalisation") or {}
+        mean, std = norm.get("mean"), norm.get("std")
+        if not (is_finite_number(mean) and is_finite_number(std) and std > 0):
+            raise ArtifactError(
+                f"{directory}/{META_FILE} has invalid normalisation {norm!r} (need finite "
+                "mean and positive std)"
+            )
+        detector = cls(params, device=device)
+        net = detector._build_network().to(detector.device)
+        try:
+            net.load_state_dicts(state_dicts)
+        except (KeyError, RuntimeError) as exc:
+            raise ArtifactError(f"weights in {directory} do not match its params: {exc}") from exc
+        detector._load_extra(meta, Path(directory))
+        detector._net = net.eval()
+        detector.mean_, detector.std_ = float(mean), float(std)
+        seed = meta.get("seed")
+        detector.seed_ = int(seed) if isinstance(seed, int) else None
+        detector.meta = meta
+        return detector
+
+
+def is_finite_number(value: Any) -> TypeGuard[float]:
+    """True for a finite int or float (not a bool)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def validate_windows(

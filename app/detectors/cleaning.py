@@ -14,11 +14,10 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from app.detectors.windows import MAD_TO_SIGMA
+
 #: A window needs at least this many seasonal periods for the medians to mean anything.
 MIN_PERIODS = 3
-
-#: MAD → standard deviation of a normal distribution.
-MAD_TO_SIGMA = 1.4826
 
 
 def seasonal_clean(

@@ -1,4 +1,4 @@
-"""One conformance suite run against every ``Detector`` (add new detectors to ``DETECTORS``).
+"""One conformance suite run against every ``Detector`` registered in ``app.catalog``.
 
 Each detector is trained once per module with its ``tiny_params()`` on a seasonal hourly
 series; the held-out part carries injected spikes. Checks: finite scores of the right shape,
@@ -8,18 +8,18 @@ the same seed, batch independence, and a minimum ROC-AUC on the injected spikes.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from app import catalog
 from app.detectors.base import Detector, ScoreDetails
-from app.detectors.fcvae import FCVAEDetector
-from app.detectors.vaegan import VAEGANDetector
 from app.errors import ArtifactError, NotFittedError
 
-DETECTORS: list[type[Detector]] = [FCVAEDetector, VAEGANDetector]
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+DETECTORS: list[type[Detector]] = [spec.detector_class() for spec in catalog.DETECTORS.values()]
 
 TRAIN_HOURS = 24 * 28
 VAL_HOURS = 24 * 7
@@ -70,19 +70,6 @@ def _fit(cls: type[Detector], data: Data, seed: int) -> Detector:
     detector = cls(cls.tiny_params())  # type: ignore[call-arg]
     detector.fit(data.train, val=data.val, seed=seed, progress=False)
     return detector
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """Train and score on one thread: quick and steady even on a busy 2-core machine."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module", params=DETECTORS, ids=lambda cls: cls.name)

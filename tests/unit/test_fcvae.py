@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from app.detectors.augment import (
+    augment_batch,
+    missing_injection,
+    pattern_mutation,
+    value_mutation,
+)
 from app.detectors.base import (
     META_FILE,
     SCHEMA_VERSION,
@@ -26,17 +31,15 @@ from app.detectors.base import (
     validate_windows,
     write_artifact,
 )
+from app.detectors.draws import splitmix64, window_normals
 from app.detectors.fcvae import FCVAEDetector, FCVAEParams
-from app.detectors.fcvae.augment import (
-    augment_batch,
-    missing_injection,
-    pattern_mutation,
-    value_mutation,
-)
-from app.detectors.fcvae.detector import SCORE_CHUNK, splitmix64, window_normals
-from app.detectors.fcvae.loss import cm_elbo, gaussian_nll, kl_weight_at
+from app.detectors.fcvae.detector import SCORE_CHUNK
+from app.detectors.fcvae.loss import cm_elbo, gaussian_nll
 from app.detectors.fcvae.network import FCVAENetwork, stable_softplus
+from app.detectors.training import kl_weight_at
 from app.errors import ArtifactError, ContractError, DataError, NotFittedError
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 W = 24
 TRAIN_HOURS = 24 * 35
@@ -57,33 +60,9 @@ def windows_ending_at(values: np.ndarray, ends: np.ndarray) -> np.ndarray:
 
 
 def tiny_network(**overrides: object) -> FCVAENetwork:
-    p = FCVAEDetector.tiny_params().model_copy(update=overrides)
+    detector = FCVAEDetector(FCVAEDetector.tiny_params().model_copy(update=overrides))
     torch.manual_seed(0)
-    return FCVAENetwork(
-        window=p.window,
-        latent_dim=p.latent_dim,
-        hidden_dim=p.hidden_dim,
-        cond_dim=p.cond_dim,
-        sub_window=p.sub_window,
-        stride=p.stride,
-        lfm_dim=p.lfm_dim,
-        lfm_ff_dim=p.lfm_ff_dim,
-        n_heads=p.n_heads,
-        dropout=p.dropout,
-        attn_dropout=p.attn_dropout,
-        var_floor=p.var_floor,
-    ).eval()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """Train and score on one thread: quick and steady even on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    return detector._build_network().eval()
 
 
 @pytest.fixture(scope="module")

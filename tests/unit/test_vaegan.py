@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +16,7 @@ import torch
 
 from app.detectors.base import META_FILE, WEIGHTS_FILE
 from app.detectors.vaegan import VAEGANDetector, VAEGANParams
-from app.detectors.vaegan.detector import (
-    SCORE_CHUNK,
-    combine_components,
-    robust_stats,
-    robust_z,
-)
+from app.detectors.vaegan.detector import SCORE_CHUNK, combine_components
 from app.detectors.vaegan.loss import (
     critic_loss,
     gaussian_kl,
@@ -31,7 +25,10 @@ from app.detectors.vaegan.loss import (
     vae_objective,
 )
 from app.detectors.vaegan.network import VAEGANNetwork, hide_last, masked_input
+from app.detectors.windows import robust_stats, robust_z
 from app.errors import ArtifactError, ContractError, DataError, NotFittedError
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 W = 24
 TRAIN_HOURS = 24 * 35
@@ -62,17 +59,6 @@ def tiny_network() -> VAEGANNetwork:
         hidden_dim=p.hidden_dim,
         critic_hidden_dim=p.critic_hidden_dim,
     ).eval()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """Train and score on one thread: quick and steady even on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

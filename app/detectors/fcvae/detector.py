@@ -50,7 +50,7 @@ are non-negative, so ``expected`` and the band are clipped at 0.
 Batch independence and seeds
 ----------------------------
 A window's score depends only on the window, the model and its int64 seed: its standard-
-normal draws come from a counter-based generator (splitmix64 over ``(seed, draw index)`` →
+normal draws come from ``app.detectors.draws`` (splitmix64 over ``(seed, draw index)`` →
 two 24-bit uniforms → Box–Muller), computed with vectorised numpy uint64/float32 ops, never
 from a generator shared across the batch. Windows are scored in fixed-size chunks of
 ``SCORE_CHUNK`` rows (the last chunk is padded), every op works row by row, and softplus is
@@ -62,35 +62,41 @@ bitwise behaviour is not verified).
 
 from __future__ import annotations
 
-import copy
 import logging
-import math
 import time
-from pathlib import Path
-from typing import Any, ClassVar, Literal, Self
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor
-from tqdm.auto import tqdm
 
+from app.detectors.augment import augment_batch
 from app.detectors.base import (
-    META_FILE,
     FitReport,
     NetworkDetector,
     ScoreDetails,
     as_series,
-    read_artifact,
-    resolve_device,
     validate_windows,
 )
 from app.detectors.cleaning import lagged_median, seasonal_clean, seasonal_profile
-from app.detectors.fcvae.augment import augment_batch
-from app.detectors.fcvae.loss import LOG_2PI, cm_elbo, kl_weight_at
+from app.detectors.draws import window_normals
+from app.detectors.fcvae.loss import LOG_2PI, cm_elbo
 from app.detectors.fcvae.network import FCVAENetwork
-from app.errors import ArtifactError, ContractError, DataError
+from app.detectors.training import (
+    LoopPlan,
+    TrainingHooks,
+    chunked_means,
+    clipped_step,
+    kl_weight_at,
+    log_fit_done,
+    run_training,
+    seeded_training,
+)
+from app.detectors.windows import masked_windows, normalisation_stats
+from app.errors import ContractError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +104,6 @@ log = logging.getLogger(__name__)
 #: 128 rather than 512: a stream's micro-batch brings a few hours per combo, and one window
 #: then costs 6 ms instead of 27 ms, for 7 % less peak throughput (bench: chunk sweep).
 SCORE_CHUNK = 128
-#: Windows per forward pass when computing the validation loss.
-_EVAL_CHUNK = 4096
 #: meta.json keys written by the detector itself; ``extra_meta`` may not override them.
 RESERVED_META_KEYS = frozenset(
     {"detector", "params", "normalisation", "seed", "fit", "schema_version", "versions"}
@@ -188,61 +192,6 @@ class FCVAEParams(BaseModel):
         return self
 
 
-# --- counter-based normal draws ---------------------------------------------------------------
-
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
-_MIX2 = np.uint64(0x94D049BB133111EB)
-_STREAM = np.uint64(0x46435641455F4E31)  # separates FCVAE draws from other users of a seed
-_SHIFTS = tuple(np.uint64(k) for k in (8, 27, 30, 31, 40))
-_MASK24 = np.uint64(0xFFFFFF)
-_TWO_POW_M24 = np.float32(2.0**-24)
-
-
-def splitmix64(x: NDArray[np.uint64]) -> NDArray[np.uint64]:
-    """The splitmix64 finaliser on uint64 arrays (wrapping arithmetic).
-
-    Examples
-    --------
-    >>> hex(int(splitmix64(np.array([0x9E3779B97F4A7C15], dtype=np.uint64))[0]))
-    '0xe220a8397b1dcdaf'
-    """
-    _, s27, s30, s31, _ = _SHIFTS
-    x = (x ^ (x >> s30)) * _MIX1
-    x = (x ^ (x >> s27)) * _MIX2
-    return x ^ (x >> s31)
-
-
-def window_normals(seeds: NDArray[np.int64], count: int) -> NDArray[np.float32]:
-    """``(n, count)`` float32 standard-normal draws; row ``i`` depends only on ``seeds[i]``.
-
-    Draw pair ``j`` of a row is ``splitmix64(key + (j + 1)·γ)`` with
-    ``key = splitmix64(seed ⊕ stream)`` (a counter-based generator: no state shared between
-    rows); two 24-bit halves of it give ``u1 ∈ (0, 1]`` and ``u2 ∈ [0, 1)`` exactly in
-    float32, and Box–Muller gives ``√(−2 ln u1)·(cos 2πu2, sin 2πu2)``. Every element goes
-    through the same vectorised numpy kernels, so a row is identical in any batch.
-
-    Examples
-    --------
-    >>> a = window_normals(np.array([5, 6]), 4)
-    >>> b = window_normals(np.array([6]), 4)
-    >>> bool(np.array_equal(a[1], b[0])), a.shape, a.dtype.name
-    (True, (2, 4), 'float32')
-    """
-    s8, _, _, _, s40 = _SHIFTS
-    seeds = np.ascontiguousarray(seeds, dtype=np.int64)
-    n_pairs = (count + 1) // 2
-    key = splitmix64(seeds.view(np.uint64) ^ _STREAM)
-    counters = np.arange(1, n_pairs + 1, dtype=np.uint64) * _GOLDEN
-    bits = splitmix64(key[:, None] + counters[None, :])
-    u1 = ((bits >> s40).astype(np.float32) + np.float32(1.0)) * _TWO_POW_M24
-    u2 = ((bits >> s8) & _MASK24).astype(np.float32) * _TWO_POW_M24
-    radius = np.sqrt(np.float32(-2.0) * np.log(u1))
-    angle = np.float32(2.0 * math.pi) * u2
-    pairs = np.stack((radius * np.cos(angle), radius * np.sin(angle)), axis=-1)
-    return np.ascontiguousarray(pairs.reshape(seeds.shape[0], 2 * n_pairs)[:, :count])
-
-
 # --- the detector -------------------------------------------------------------------------------
 
 
@@ -273,15 +222,9 @@ class FCVAEDetector(NetworkDetector):
     name: ClassVar[str] = "fcvae"
     reserved_meta_keys: ClassVar[frozenset[str]] = RESERVED_META_KEYS
 
-    def __init__(self, params: FCVAEParams | None = None, device: str = "cpu") -> None:
-        self.params = params if params is not None else FCVAEParams()
-        self.device = resolve_device(device)
-        self.meta: dict[str, Any] = {}
-        self.mean_: float | None = None
-        self.std_: float | None = None
-        self.seed_: int | None = None
-        self.fit_report_: FitReport | None = None
-        self._net: FCVAENetwork | None = None
+    params_class: ClassVar[type[BaseModel]] = FCVAEParams
+    params: FCVAEParams
+    _net: FCVAENetwork | None
 
     @property
     def window(self) -> int:
@@ -329,16 +272,8 @@ class FCVAEDetector(NetworkDetector):
     ) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
         """All sliding windows of the network's length with enough present hours, from a
         series already transformed (and referenced): values (missing → 0) and mask."""
-        w = self.params.window
-        if series.shape[0] < w:
-            raise DataError(f"{what} has {series.shape[0]} steps; need at least window={w}")
-        units = (series - mean) / std
-        units = np.lib.stride_tricks.sliding_window_view(units, w)
-        usable = ~np.isnan(units)
-        keep = usable.mean(axis=1) >= self.params.min_observed_share
-        keep &= usable.any(axis=1)
-        values = np.where(usable, units, 0.0)[keep].astype(np.float32)
-        return np.ascontiguousarray(values), np.ascontiguousarray(usable[keep])
+        p = self.params
+        return masked_windows((series - mean) / std, p.window, p.min_observed_share, what)
 
     # --- training -----------------------------------------------------------------------------
 
@@ -407,13 +342,7 @@ class FCVAEDetector(NetworkDetector):
             train_arr, val_arr = both[:train_len], both[train_len:]
         else:
             train_arr = self._deviations(train_arr)
-        finite = train_arr[~np.isnan(train_arr)]
-        if finite.size < 2:
-            raise DataError(f"train has {finite.size} present steps; need many more")
-        mean, std = float(finite.mean()), float(finite.std())
-        if not std > 1e-12 * max(1.0, abs(mean)):
-            log.warning("train is constant (%.6g); using std=1 for normalisation", mean)
-            std = 1.0
+        mean, std = normalisation_stats(train_arr)
         x_train, ok_train = self._train_windows(train_arr, "train", mean, std)
         if x_train.shape[0] < 2:
             raise DataError(
@@ -427,20 +356,25 @@ class FCVAEDetector(NetworkDetector):
             if x_val.shape[0] == 0:
                 raise DataError("val gives no usable window; pass a longer validation series")
 
-        init_seed, shuffle_seed, aug_seed, noise_seed = (
-            int(s) for s in np.random.SeedSequence(seed).generate_state(4)
-        )
-        rng_devices = [self.device.index or 0] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=rng_devices):
-            torch.manual_seed(init_seed)
-            net, report = self._train(
-                x_train,
-                ok_train,
-                x_val,
-                ok_val,
-                shuffle=torch.Generator().manual_seed(shuffle_seed),
-                aug=torch.Generator().manual_seed(aug_seed),
-                noise=torch.Generator().manual_seed(noise_seed),
+        with seeded_training(seed, self.device) as rng:
+            net = self._build_network().to(self.device)
+            hooks = _FCVAETraining(net, p, self.device, rng.aug, rng.noise, x_train, ok_train)
+            hooks.set_validation(x_val, ok_val)
+            report = run_training(
+                net,
+                hooks,
+                LoopPlan.from_params(
+                    self.name,
+                    p,
+                    terms=LOSS_TERMS,
+                    monitor="loss",
+                    logged=("loss", "nll", "kl_exact"),
+                    postfix={"loss": "train_loss", "val": "val_loss"},
+                ),
+                n_windows=x_train.shape[0],
+                n_val_windows=0 if x_val is None else x_val.shape[0],
+                rng=rng,
+                device=self.device,
                 progress=progress,
             )
         # Fitted state changes only here, once training succeeded.
@@ -450,157 +384,8 @@ class FCVAEDetector(NetworkDetector):
         report.seconds = time.perf_counter() - started
         self.fit_report_ = report
         self.meta = self._own_meta()
-        log.info(
-            "fcvae fit done: %d epochs (best %d, val_loss=%.4f) in %.1fs (%.2fs/epoch), "
-            "%d train / %d val windows",
-            report.epochs_run,
-            report.best_epoch,
-            report.best_val_loss,
-            report.seconds,
-            report.seconds_per_epoch,
-            report.n_train_windows,
-            report.n_val_windows,
-        )
+        log_fit_done(self.name, report, "val_loss")
         return report
-
-    def _train(
-        self,
-        x_train: NDArray[np.float32],
-        ok_train: NDArray[np.bool_],
-        x_val: NDArray[np.float32] | None,
-        ok_val: NDArray[np.bool_] | None,
-        *,
-        shuffle: torch.Generator,
-        aug: torch.Generator,
-        noise: torch.Generator,
-        progress: bool,
-    ) -> tuple[FCVAENetwork, FitReport]:
-        p, dev = self.params, self.device
-        net = self._build_network().to(dev)
-        optimiser = torch.optim.Adam(net.parameters(), lr=p.lr)
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
-            optimiser, T_max=p.epochs, eta_min=p.lr / 100.0
-        )
-        xt, okt = torch.from_numpy(x_train).to(dev), torch.from_numpy(ok_train).to(dev)
-        val_t: tuple[Tensor, Tensor, Tensor] | None = None
-        if x_val is not None and ok_val is not None:
-            # The same latent noise every epoch, so validation losses compare like with like.
-            eps_val = torch.randn(x_val.shape[0], p.latent_dim, generator=noise)
-            val_t = (
-                torch.from_numpy(x_val).to(dev),
-                torch.from_numpy(ok_val).to(dev),
-                eps_val.to(dev),
-            )
-        history: dict[str, list[float]] = {
-            f"{split}_{term}": [] for split in ("train", "val") for term in LOSS_TERMS
-        }
-        history.update({"kl_weight": [], "lr": [], "epoch_seconds": []})
-        n = xt.shape[0]
-        # Best-epoch tracking (and patience) start once the KL weight has reached 1.
-        first_eligible = min(p.kl_warmup_epochs, p.epochs - 1)
-        best_loss, best_epoch, best_state = math.inf, 0, copy.deepcopy(net.state_dict())
-        bad_epochs, stopped_early, epochs_run = 0, False, 0
-        bar = tqdm(range(p.epochs), desc="fcvae", unit="epoch", disable=not progress, leave=False)
-        for epoch in bar:
-            epoch_start = time.perf_counter()
-            kl_w = kl_weight_at(epoch, p.kl_warmup_epochs)
-            lr = optimiser.param_groups[0]["lr"]
-            net.train()
-            sums = dict.fromkeys(LOSS_TERMS, 0.0)
-            seen = 0
-            order = torch.randperm(n, generator=shuffle).to(dev)
-            for start in range(0, n, p.batch_size):
-                idx = order[start : start + p.batch_size]
-                xb, okb = augment_batch(
-                    xt[idx],
-                    okt[idx],
-                    aug,
-                    value_rate=p.value_mutation_rate,
-                    pattern_rate=p.pattern_mutation_rate,
-                    missing_rate=p.missing_injection_rate,
-                    value_min_shift=p.value_mutation_min_sigma,
-                    value_max_shift=p.value_mutation_max_sigma,
-                )
-                eps = torch.randn(xb.shape[0], p.latent_dim, generator=noise).to(dev)
-                out = net(xb, eps)
-                terms = cm_elbo(
-                    xb, out["mu_x"], out["var_x"], out["mu_z"], out["var_z"], okb, kl_weight=kl_w
-                )
-                optimiser.zero_grad(set_to_none=True)
-                terms["loss"].backward()
-                torch.nn.utils.clip_grad_norm_(net.parameters(), p.grad_clip)
-                optimiser.step()
-                for term in LOSS_TERMS:
-                    sums[term] += float(terms[term].detach()) * xb.shape[0]
-                seen += xb.shape[0]
-            schedule.step()
-            epochs_run = epoch + 1
-            for term in LOSS_TERMS:
-                history[f"train_{term}"].append(sums[term] / seen)
-            val_terms = self._evaluate(net, *val_t) if val_t is not None else None
-            for term in LOSS_TERMS:
-                history[f"val_{term}"].append(math.nan if val_terms is None else val_terms[term])
-            history["kl_weight"].append(kl_w)
-            history["lr"].append(lr)
-            history["epoch_seconds"].append(time.perf_counter() - epoch_start)
-            log.info(
-                "fcvae epoch %d/%d train_loss=%.4f train_nll=%.4f train_kl=%.4f "
-                "val_loss=%.4f val_nll=%.4f val_kl=%.4f kl_weight=%.3f lr=%.2e",
-                epochs_run,
-                p.epochs,
-                *(
-                    history[f"{s}_{t}"][-1]
-                    for s in ("train", "val")
-                    for t in ("loss", "nll", "kl_exact")
-                ),
-                kl_w,
-                lr,
-            )
-            bar.set_postfix(
-                loss=f"{history['train_loss'][-1]:.3f}", val=f"{history['val_loss'][-1]:.3f}"
-            )
-            if val_terms is None or epoch < first_eligible:
-                continue
-            if val_terms["loss"] < best_loss:
-                best_loss, best_epoch, bad_epochs = val_terms["loss"], epochs_run, 0
-                best_state = copy.deepcopy(net.state_dict())
-            else:
-                bad_epochs += 1
-                if bad_epochs >= p.patience:
-                    stopped_early = epochs_run < p.epochs
-                    log.info("fcvae early stop after epoch %d (best %d)", epochs_run, best_epoch)
-                    break
-        bar.close()
-        if val_t is not None:
-            net.load_state_dict(best_state)
-        else:
-            best_epoch = epochs_run
-        report = FitReport(
-            epochs_run=epochs_run,
-            best_epoch=best_epoch,
-            best_val_loss=best_loss if val_t is not None else math.nan,
-            history=history,
-            n_train_windows=int(n),
-            n_val_windows=0 if x_val is None else int(x_val.shape[0]),
-            stopped_early=stopped_early,
-        )
-        return net, report
-
-    @staticmethod
-    def _evaluate(net: FCVAENetwork, x: Tensor, ok: Tensor, eps: Tensor) -> dict[str, float]:
-        """Validation loss terms (eval mode, no augmentation, full KL weight)."""
-        net.eval()
-        sums = dict.fromkeys(LOSS_TERMS, 0.0)
-        with torch.no_grad():
-            for start in range(0, x.shape[0], _EVAL_CHUNK):
-                sl = slice(start, start + _EVAL_CHUNK)
-                out = net(x[sl], eps[sl])
-                terms = cm_elbo(
-                    x[sl], out["mu_x"], out["var_x"], out["mu_z"], out["var_z"], ok[sl], kl_weight=1
-                )
-                for term in LOSS_TERMS:
-                    sums[term] += float(terms[term]) * x[sl].shape[0]
-        return {term: sums[term] / x.shape[0] for term in LOSS_TERMS}
 
     # --- scoring ------------------------------------------------------------------------------
 
@@ -670,26 +455,7 @@ class FCVAEDetector(NetworkDetector):
         centre = mu.mean(axis=1)
         spread = np.sqrt(var.mean(axis=1) + ((mu - centre[:, None]) ** 2).mean(axis=1))
         centre = centre + offset  # the reference back in (model units of counts)
-        k = p.band_sigmas
-        assert self.std_ is not None
-        if p.log_transform:
-            expected = np.maximum(self._to_counts(centre), 0.0)
-            low = np.maximum(self._to_counts(centre - k * spread), 0.0)
-            high = np.maximum(self._to_counts(centre + k * spread), 0.0)
-            expected_std = (high - low) / (2.0 * k)
-        else:
-            raw_centre = self._to_counts(centre)
-            expected_std = spread * self.std_
-            expected = np.maximum(raw_centre, 0.0)
-            low = np.maximum(raw_centre - k * expected_std, 0.0)
-            high = np.maximum(raw_centre + k * expected_std, 0.0)
-        return ScoreDetails(
-            score=score.astype(np.float64),
-            expected=expected.astype(np.float64),
-            expected_std=expected_std.astype(np.float64),
-            expected_low=low.astype(np.float64),
-            expected_high=high.astype(np.float64),
-        )
+        return self._details(score, centre, spread)
 
     def _window_units(
         self, arr: NDArray[np.float64]
@@ -730,59 +496,88 @@ class FCVAEDetector(NetworkDetector):
 
     # --- persistence --------------------------------------------------------------------------
 
-    def _own_meta(self) -> dict[str, Any]:
-        return {
-            "detector": self.name,
-            "params": self.params.model_dump(mode="json"),
-            "normalisation": {
-                "mean": self.mean_,
-                "std": self.std_,
-                "log_transform": self.params.log_transform,
-            },
-            "seed": self.seed_,
-            "fit": None if self.fit_report_ is None else self.fit_report_.to_dict(),
-        }
-
     @classmethod
-    def load(cls, directory: Path, *, device: str = "cpu") -> Self:
-        """Rebuild a fitted detector from ``directory`` (see ``app.detectors.base``).
+    def _upgrade_params(cls, raw: Any) -> Any:
+        if isinstance(raw, dict):  # older artifacts: no cleaning, no reference
+            return {"clean_k": None, "reference_weeks": 0, **raw}
+        return raw
 
-        Raises
-        ------
-        ArtifactError
-            Missing/corrupt files, another detector's or schema's artifact, invalid params
-            or normalisation, or weights that do not match the params.
-        """
-        meta, state_dicts = read_artifact(Path(directory), cls.name, device=device)
-        try:
-            raw_params = meta.get("params")
-            if isinstance(raw_params, dict):  # older artifacts: no cleaning, no reference
-                raw_params = {"clean_k": None, "reference_weeks": 0, **raw_params}
-            params = FCVAEParams.model_validate(raw_params)
-        except ValidationError as exc:
-            raise ArtifactError(f"{directory}/{META_FILE} has invalid params: {exc}") from exc
-        norm = meta.get("normalisation") or {}
-        mean, std = norm.get("mean"), norm.get("std")
-        if not (
-            isinstance(mean, int | float)
-            and isinstance(std, int | float)
-            and math.isfinite(mean)
-            and math.isfinite(std)
-            and std > 0
-        ):
-            raise ArtifactError(
-                f"{directory}/{META_FILE} has invalid normalisation {norm!r} (need finite "
-                "mean and positive std)"
+
+class _FCVAETraining(TrainingHooks):
+    """FCVAE's step for the shared loop: augment, one CM-ELBO step, cosine schedule."""
+
+    def __init__(
+        self,
+        net: FCVAENetwork,
+        params: FCVAEParams,
+        device: torch.device,
+        aug: torch.Generator,
+        noise: torch.Generator,
+        x_train: NDArray[np.float32],
+        ok_train: NDArray[np.bool_],
+    ) -> None:
+        self.net, self.p, self.device, self.aug, self.noise = net, params, device, aug, noise
+        self.optimiser = torch.optim.Adam(net.parameters(), lr=params.lr)
+        self.schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
+            self.optimiser, T_max=params.epochs, eta_min=params.lr / 100.0
+        )
+        self.params_list = list(net.parameters())
+        self.xt = torch.from_numpy(x_train).to(device)
+        self.okt = torch.from_numpy(ok_train).to(device)
+        self.val: tuple[Tensor, Tensor, Tensor] | None = None
+
+    def set_validation(
+        self, x_val: NDArray[np.float32] | None, ok_val: NDArray[np.bool_] | None
+    ) -> None:
+        if x_val is None or ok_val is None:
+            return
+        # The same latent noise every epoch, so validation losses compare like with like.
+        eps_val = torch.randn(x_val.shape[0], self.p.latent_dim, generator=self.noise)
+        self.val = (
+            torch.from_numpy(x_val).to(self.device),
+            torch.from_numpy(ok_val).to(self.device),
+            eps_val.to(self.device),
+        )
+
+    def kl_weight(self, epoch: int) -> float:
+        return kl_weight_at(epoch, self.p.kl_warmup_epochs)
+
+    def learning_rate(self) -> float:
+        return float(self.optimiser.param_groups[0]["lr"])
+
+    def train_step(self, rows: Tensor, kl_weight: float) -> tuple[Mapping[str, Tensor], int]:
+        p = self.p
+        xb, okb = augment_batch(
+            self.xt[rows],
+            self.okt[rows],
+            self.aug,
+            value_rate=p.value_mutation_rate,
+            pattern_rate=p.pattern_mutation_rate,
+            missing_rate=p.missing_injection_rate,
+            value_min_shift=p.value_mutation_min_sigma,
+            value_max_shift=p.value_mutation_max_sigma,
+        )
+        eps = torch.randn(xb.shape[0], p.latent_dim, generator=self.noise).to(self.device)
+        out = self.net(xb, eps)
+        terms = cm_elbo(
+            xb, out["mu_x"], out["var_x"], out["mu_z"], out["var_z"], okb, kl_weight=kl_weight
+        )
+        clipped_step(self.optimiser, terms["loss"], self.params_list, p.grad_clip)
+        return terms, xb.shape[0]
+
+    def end_epoch(self) -> None:
+        self.schedule.step()
+
+    def eval_terms(self, kl_weight: float) -> dict[str, float] | None:
+        """Validation loss terms (no augmentation, full KL weight)."""
+        if self.val is None:
+            return None
+        x, ok, eps = self.val
+
+        def forward(sl: slice) -> dict[str, Tensor]:
+            out = self.net(x[sl], eps[sl])
+            return cm_elbo(
+                x[sl], out["mu_x"], out["var_x"], out["mu_z"], out["var_z"], ok[sl], kl_weight=1
             )
-        detector = cls(params, device=device)
-        net = detector._build_network().to(detector.device)
-        try:
-            net.load_state_dicts(state_dicts)
-        except (KeyError, RuntimeError) as exc:
-            raise ArtifactError(f"weights in {directory} do not match its params: {exc}") from exc
-        detector._net = net.eval()
-        detector.mean_, detector.std_ = float(mean), float(std)
-        seed = meta.get("seed")
-        detector.seed_ = int(seed) if isinstance(seed, int) else None
-        detector.meta = meta
-        return detector
+
+        return chunked_means(x.shape[0], LOSS_TERMS, forward)

@@ -79,18 +79,3 @@ def cm_elbo(
     kl = (0.5 * (beta * (mu_z**2 + var_z) - log_var - 1.0)).mean(dim=1).mean()
     kl_exact = (0.5 * (mu_z**2 + var_z - log_var - 1.0)).mean(dim=1).mean()
     return {"loss": nll + kl_weight * kl, "nll": nll, "kl": kl, "kl_exact": kl_exact}
-
-
-def kl_weight_at(epoch: int, warmup_epochs: int) -> float:
-    """Linear KL annealing: 0 at epoch 0, 1 from epoch ``warmup_epochs`` on (0-based epochs).
-
-    Examples
-    --------
-    >>> [kl_weight_at(e, 4) for e in range(6)]
-    [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
-    >>> kl_weight_at(0, 0)
-    1.0
-    """
-    if warmup_epochs <= 0:
-        return 1.0
-    return min(1.0, epoch / warmup_epochs)

@@ -20,11 +20,12 @@ Per batch: ≈1% of the points are masked as missing (augmentation); the critic 
 on real windows vs decoded windows (reconstructions and prior samples ``G(z), z ~ N(0, I)``,
 both carrying the real batch's mask so the mask tells the critic nothing) plus, with
 ``critic_mutation_rate > 0``, copies of real windows whose last point is shifted by
-``±U(min, max)`` σ (FCVAE's value mutation, used here as extra *fakes*: without them the
-critic only learns "decoded vs real", which on our data ranked anomalous hours at chance or
-worse; with them its component reaches ROC-AUC ≈0.7–0.87 on validation); then the VAE and
-generator take one step on ``recon + kl_weight·kl + adv_weight·adv`` (see ``loss``). Two
-Adam optimizers with cosine learning rates, gradient clipping, linear KL annealing, and early
+``±U(min, max)`` σ (``app.detectors.augment.value_mutation``, used here as extra *fakes*:
+without them the critic only learns "decoded vs real", which on our data ranked anomalous
+hours at chance or worse; with them its component reaches ROC-AUC ≈0.7–0.87 on validation);
+then the VAE and generator take one step on ``recon + kl_weight·kl + adv_weight·adv`` (see
+``loss``). Two Adam optimizers with cosine learning rates and gradient clipping; the shared
+loop (``app.detectors.training``) runs the epochs, the linear KL annealing and early
 stopping on the validation reconstruction loss. The encoder never sees a window's last point
 (it is always held out), so the model learns to reconstruct the last hour from its context.
 
@@ -57,8 +58,8 @@ combines the spread of the draws with the residual scale measured on the same cl
 
 Batch independence and seeds
 ----------------------------
-A window's latent draws come from FCVAE's counter-based ``window_normals`` (imported, keyed
-by the window's seed XOR a VAE+GAN stream constant), never from a generator shared across
+A window's latent draws come from the shared counter-based ``app.detectors.draws.window_normals``
+(keyed by the window's seed XOR a VAE+GAN stream constant), never from a generator shared across
 the batch. Windows are scored in fixed-size chunks of ``SCORE_CHUNK`` rows (the last chunk
 padded) and every operation works row by row, so a window gets the same score bit for bit
 alone or in any batch.
@@ -66,43 +67,54 @@ alone or in any batch.
 
 from __future__ import annotations
 
-import copy
 import logging
-import math
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Self, TypeGuard
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor
-from tqdm.auto import tqdm
 
+from app.artifacts import META_FILE
+from app.detectors.augment import missing_injection, value_mutation
 from app.detectors.base import (
-    META_FILE,
     FitReport,
     NetworkDetector,
     ScoreDetails,
     as_series,
-    read_artifact,
-    resolve_device,
+    is_finite_number,
     validate_windows,
 )
-from app.detectors.fcvae.augment import missing_injection, value_mutation
-from app.detectors.fcvae.detector import window_normals
-from app.detectors.fcvae.loss import kl_weight_at
+from app.detectors.draws import window_normals
+from app.detectors.training import (
+    LoopPlan,
+    TrainingHooks,
+    chunked_means,
+    clipped_step,
+    kl_weight_at,
+    log_fit_done,
+    run_training,
+    seeded_training,
+)
 from app.detectors.vaegan.loss import critic_loss, vae_objective
 from app.detectors.vaegan.network import VAEGANNetwork
+from app.detectors.windows import (
+    masked_windows,
+    normalisation_stats,
+    robust_stats,
+    robust_z,
+    scorable_windows,
+)
 from app.errors import ArtifactError, ContractError, DataError
 
 log = logging.getLogger(__name__)
 
 #: Rows per scoring chunk; every chunk (the last one padded) has exactly this many rows.
 SCORE_CHUNK = 512
-#: Windows per forward pass when computing the validation loss.
-_EVAL_CHUNK = 4096
 #: meta.json keys written by the detector itself; ``extra_meta`` may not override them.
 RESERVED_META_KEYS = frozenset(
     {
@@ -120,8 +132,6 @@ LOSS_TERMS = ("loss", "recon", "kl", "adv", "critic")
 COMPONENTS = ("recon", "critic")
 #: XOR-ed into a window's seed so VAE+GAN draws differ from FCVAE draws for the same seed.
 _STREAM = -0x5641_4547_414E_5F31  # an arbitrary signed 64-bit constant
-#: 1.4826 · MAD estimates σ for normal data.
-MAD_TO_SIGMA = 1.4826
 #: Default grid for ``choose_critic_weight``.
 CRITIC_WEIGHT_GRID = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
@@ -185,40 +195,6 @@ class VAEGANParams(BaseModel):
 # --- pure numpy helpers -------------------------------------------------------------------------
 
 
-def robust_stats(values: NDArray[np.float64]) -> dict[str, float]:
-    """Median and robust scale ``1.4826 · MAD`` of finite values (scale > 0 guaranteed).
-
-    Falls back to the standard deviation, then to 1.0, when the MAD is 0.
-
-    Examples
-    --------
-    >>> robust_stats(np.array([1.0, 2.0, 3.0, 4.0, 100.0]))
-    {'median': 3.0, 'scale': 1.4826}
-    """
-    arr = np.asarray(values, dtype=np.float64)
-    arr = arr[np.isfinite(arr)]
-    if arr.size == 0:
-        return {"median": 0.0, "scale": 1.0}
-    median = float(np.median(arr))
-    scale = MAD_TO_SIGMA * float(np.median(np.abs(arr - median)))
-    if not scale > 1e-12:
-        scale = float(arr.std())
-    if not scale > 1e-12:
-        scale = 1.0
-    return {"median": median, "scale": scale}
-
-
-def robust_z(values: NDArray[np.float64], stats: dict[str, float]) -> NDArray[np.float64]:
-    """``(values − median) / scale`` with the statistics of ``robust_stats``.
-
-    Examples
-    --------
-    >>> robust_z(np.array([3.0, 6.0]), {"median": 3.0, "scale": 1.5}).tolist()
-    [0.0, 2.0]
-    """
-    return (np.asarray(values, dtype=np.float64) - stats["median"]) / stats["scale"]
-
-
 def combine_components(
     z_recon: NDArray[np.float64], z_critic: NDArray[np.float64], critic_weight: float
 ) -> NDArray[np.float64]:
@@ -278,18 +254,15 @@ class VAEGANDetector(NetworkDetector):
     name: ClassVar[str] = "vaegan"
     reserved_meta_keys: ClassVar[frozenset[str]] = RESERVED_META_KEYS
 
+    params_class: ClassVar[type[BaseModel]] = VAEGANParams
+    params: VAEGANParams
+    _net: VAEGANNetwork | None
+
     def __init__(self, params: VAEGANParams | None = None, device: str = "cpu") -> None:
-        self.params = params if params is not None else VAEGANParams()
-        self.device = resolve_device(device)
-        self.meta: dict[str, Any] = {}
-        self.mean_: float | None = None
-        self.std_: float | None = None
-        self.seed_: int | None = None
-        self.fit_report_: FitReport | None = None
+        super().__init__(params, device)
         self.component_stats_: dict[str, dict[str, float]] | None = None
         self.residual_scale_: float | None = None
         self.calibration_info_: dict[str, Any] = {}
-        self._net: VAEGANNetwork | None = None
 
     @staticmethod
     def tiny_params() -> VAEGANParams:
@@ -310,15 +283,8 @@ class VAEGANDetector(NetworkDetector):
         self, series: NDArray[np.float64], what: str
     ) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
         """All sliding windows with enough present hours: values (missing → 0) and mask."""
-        w = self.params.window
-        if series.shape[0] < w:
-            raise DataError(f"{what} has {series.shape[0]} steps; need at least window={w}")
-        units = np.lib.stride_tricks.sliding_window_view(self._normalise(series, what), w)
-        usable = ~np.isnan(units)
-        keep = usable.mean(axis=1) >= self.params.min_observed_share
-        keep &= usable.any(axis=1)
-        values = np.where(usable, units, 0.0)[keep].astype(np.float32)
-        return np.ascontiguousarray(values), np.ascontiguousarray(usable[keep])
+        p = self.params
+        return masked_windows(self._normalise(series, what), p.window, p.min_observed_share, what)
 
     def _build_network(self) -> VAEGANNetwork:
         p = self.params
@@ -375,13 +341,7 @@ class VAEGANDetector(NetworkDetector):
         started = time.perf_counter()
         p = self.params
         train_arr = as_series(train, "train")
-        finite = self._transform(train_arr[~np.isnan(train_arr)], "train")
-        if finite.size < 2:
-            raise DataError(f"train has {finite.size} present steps; need many more")
-        mean, std = float(finite.mean()), float(finite.std())
-        if not std > 1e-12 * max(1.0, abs(mean)):
-            log.warning("train is constant (%.6g); using std=1 for normalisation", mean)
-            std = 1.0
+        mean, std = normalisation_stats(self._transform(train_arr[~np.isnan(train_arr)], "train"))
         self.mean_, self.std_ = mean, std
         x_train, ok_train = self._series_windows(train_arr, "train")
         if x_train.shape[0] < 2:
@@ -398,22 +358,28 @@ class VAEGANDetector(NetworkDetector):
             if x_val.shape[0] == 0:
                 raise DataError("val gives no usable window; pass a longer validation series")
 
-        init_seed, shuffle_seed, aug_seed, noise_seed, calib_seed = (
-            int(s) for s in np.random.SeedSequence(seed).generate_state(5)
-        )
-        rng_devices = [self.device.index or 0] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=rng_devices):
-            torch.manual_seed(init_seed)
-            net, report = self._train(
-                x_train,
-                ok_train,
-                x_val,
-                ok_val,
-                shuffle=torch.Generator().manual_seed(shuffle_seed),
-                aug=torch.Generator().manual_seed(aug_seed),
-                noise=torch.Generator().manual_seed(noise_seed),
+        with seeded_training(seed, self.device, n_extra=1) as rng:
+            net = self._build_network().to(self.device)
+            hooks = _VAEGANTraining(net, p, self.device, rng.aug, rng.noise, x_train, ok_train)
+            hooks.set_validation(x_val, ok_val)
+            report = run_training(
+                net,
+                hooks,
+                LoopPlan.from_params(
+                    self.name,
+                    p,
+                    terms=LOSS_TERMS,
+                    monitor="recon",
+                    postfix={"recon": "train_recon", "val": "val_recon", "critic": "train_critic"},
+                    stop_on_divergence=True,
+                ),
+                n_windows=x_train.shape[0],
+                n_val_windows=0 if x_val is None else x_val.shape[0],
+                rng=rng,
+                device=self.device,
                 progress=progress,
             )
+        (calib_seed,) = rng.extra
         self._net = net.eval()
         self.seed_ = int(seed)
         self.fit_report_ = report
@@ -427,218 +393,12 @@ class VAEGANDetector(NetworkDetector):
         self.calibrate_components(windows, seeds, source=source)
         report.seconds = time.perf_counter() - started
         self.meta = self._own_meta()
-        log.info(
-            "vaegan fit done: %d epochs (best %d, val_recon=%.4f) in %.1fs (%.2fs/epoch), "
-            "%d train / %d val windows",
-            report.epochs_run,
-            report.best_epoch,
-            report.best_val_loss,
-            report.seconds,
-            report.seconds_per_epoch,
-            report.n_train_windows,
-            report.n_val_windows,
-        )
+        log_fit_done(self.name, report, "val_recon")
         return report
 
     def _calibration_windows(self, series: NDArray[np.float64]) -> NDArray[np.float64]:
         """Raw windows of ``series`` with the last hour present and enough present hours."""
-        w = self.params.window
-        if series.shape[0] < w:
-            return np.empty((0, w), dtype=np.float64)
-        windows = np.lib.stride_tricks.sliding_window_view(series, w)
-        present = ~np.isnan(windows)
-        keep = present[:, -1] & (present.mean(axis=1) >= self.params.min_observed_share)
-        return np.ascontiguousarray(windows[keep], dtype=np.float64)
-
-    def _train(
-        self,
-        x_train: NDArray[np.float32],
-        ok_train: NDArray[np.bool_],
-        x_val: NDArray[np.float32] | None,
-        ok_val: NDArray[np.bool_] | None,
-        *,
-        shuffle: torch.Generator,
-        aug: torch.Generator,
-        noise: torch.Generator,
-        progress: bool,
-    ) -> tuple[VAEGANNetwork, FitReport]:
-        p, dev = self.params, self.device
-        net = self._build_network().to(dev)
-        vae_params = net.vae_parameters()
-        critic_params = list(net.critic.parameters())
-        opt_vae = torch.optim.Adam(vae_params, lr=p.lr)
-        opt_critic = torch.optim.Adam(critic_params, lr=p.critic_lr, betas=(0.5, 0.999))
-        schedules = [
-            torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=p.epochs, eta_min=lr / 100.0)
-            for opt, lr in ((opt_vae, p.lr), (opt_critic, p.critic_lr))
-        ]
-        xt, okt = torch.from_numpy(x_train).to(dev), torch.from_numpy(ok_train).to(dev)
-        val_t: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
-        if x_val is not None and ok_val is not None:
-            # The same latent noise every epoch, so validation losses compare like with like.
-            eps_val = torch.randn(x_val.shape[0], p.latent_dim, generator=noise)
-            prior_val = torch.randn(x_val.shape[0], p.latent_dim, generator=noise)
-            val_t = (
-                torch.from_numpy(x_val).to(dev),
-                torch.from_numpy(ok_val).to(dev),
-                eps_val.to(dev),
-                prior_val.to(dev),
-            )
-        history: dict[str, list[float]] = {
-            f"{split}_{term}": [] for split in ("train", "val") for term in LOSS_TERMS
-        }
-        history.update({"kl_weight": [], "lr": [], "epoch_seconds": []})
-        n = xt.shape[0]
-        # Best-epoch tracking (and patience) start once the KL weight has reached its target.
-        first_eligible = min(p.kl_warmup_epochs, p.epochs - 1)
-        best_loss, best_epoch, best_state = math.inf, 0, copy.deepcopy(net.state_dict())
-        bad_epochs, stopped_early, epochs_run = 0, False, 0
-        bar = tqdm(range(p.epochs), desc="vaegan", unit="epoch", disable=not progress, leave=False)
-        for epoch in bar:
-            epoch_start = time.perf_counter()
-            kl_w = p.kl_weight * kl_weight_at(epoch, p.kl_warmup_epochs)
-            lr = opt_vae.param_groups[0]["lr"]
-            net.train()
-            sums = dict.fromkeys(LOSS_TERMS, 0.0)
-            seen = 0
-            order = torch.randperm(n, generator=shuffle).to(dev)
-            for start in range(0, n, p.batch_size):
-                idx = order[start : start + p.batch_size]
-                xb, okb = xt[idx], okt[idx]
-                if p.missing_injection_rate > 0:
-                    xb, okb = missing_injection(xb, okb, p.missing_injection_rate, aug)
-                eps = torch.randn(xb.shape[0], p.latent_dim, generator=noise).to(dev)
-                eps_prior = torch.randn(xb.shape[0], p.latent_dim, generator=noise).to(dev)
-                out = net.reconstruct(xb, okb, eps)
-                fakes = torch.cat((out["x_hat"], net.decoder(eps_prior)))
-                fake_ok = torch.cat((okb, okb))
-                # 1) critic step: real windows vs decoded ones (no gradient into the VAE)
-                d_fakes, d_fake_ok = fakes.detach(), fake_ok
-                if p.critic_mutation_rate > 0:
-                    mx, mok = value_mutation(
-                        xb,
-                        okb,
-                        p.critic_mutation_rate,
-                        aug,
-                        min_shift=p.critic_mutation_min_sigma,
-                        max_shift=p.critic_mutation_max_sigma,
-                    )
-                    mok[:, -1] = True  # the shifted last value is shown to the critic
-                    d_fakes, d_fake_ok = torch.cat((d_fakes, mx)), torch.cat((d_fake_ok, mok))
-                d_loss = critic_loss(
-                    net.critic(xb, okb), net.critic(d_fakes, d_fake_ok), p.gan_loss
-                )
-                opt_critic.zero_grad(set_to_none=True)
-                d_loss.backward()
-                torch.nn.utils.clip_grad_norm_(critic_params, p.grad_clip)
-                opt_critic.step()
-                # 2) VAE + generator step against the updated critic
-                terms = vae_objective(
-                    xb,
-                    out["x_hat"],
-                    okb,
-                    out["mu_z"],
-                    out["logvar_z"],
-                    net.critic(fakes, fake_ok),
-                    kl_weight=kl_w,
-                    adv_weight=p.adv_weight,
-                    kind=p.gan_loss,
-                )
-                opt_vae.zero_grad(set_to_none=True)
-                terms["loss"].backward()
-                torch.nn.utils.clip_grad_norm_(vae_params, p.grad_clip)
-                opt_vae.step()
-                terms["critic"] = d_loss
-                for term in LOSS_TERMS:
-                    sums[term] += float(terms[term].detach()) * xb.shape[0]
-                seen += xb.shape[0]
-            for schedule in schedules:
-                schedule.step()
-            epochs_run = epoch + 1
-            for term in LOSS_TERMS:
-                history[f"train_{term}"].append(sums[term] / seen)
-            val_terms = self._evaluate(net, *val_t, kl_w) if val_t is not None else None
-            for term in LOSS_TERMS:
-                history[f"val_{term}"].append(math.nan if val_terms is None else val_terms[term])
-            history["kl_weight"].append(kl_w)
-            history["lr"].append(lr)
-            history["epoch_seconds"].append(time.perf_counter() - epoch_start)
-            log.info(
-                "vaegan epoch %d/%d train_loss=%.4f train_recon=%.4f train_kl=%.4f "
-                "train_adv=%.4f train_critic=%.4f val_loss=%.4f val_recon=%.4f val_kl=%.4f "
-                "val_adv=%.4f val_critic=%.4f kl_weight=%.4f lr=%.2e",
-                epochs_run,
-                p.epochs,
-                *(history[f"{s}_{t}"][-1] for s in ("train", "val") for t in LOSS_TERMS),
-                kl_w,
-                lr,
-            )
-            bar.set_postfix(
-                recon=f"{history['train_recon'][-1]:.3f}",
-                val=f"{history['val_recon'][-1]:.3f}",
-                critic=f"{history['train_critic'][-1]:.3f}",
-            )
-            if not all(math.isfinite(history[f"train_{t}"][-1]) for t in LOSS_TERMS):
-                raise DataError(
-                    f"vaegan training diverged at epoch {epochs_run}: "
-                    f"{ {t: history[f'train_{t}'][-1] for t in LOSS_TERMS} } (lower lr/adv_weight)"
-                )
-            if val_terms is None or epoch < first_eligible:
-                continue
-            if val_terms["recon"] < best_loss:
-                best_loss, best_epoch, bad_epochs = val_terms["recon"], epochs_run, 0
-                best_state = copy.deepcopy(net.state_dict())
-            else:
-                bad_epochs += 1
-                if bad_epochs >= p.patience:
-                    stopped_early = epochs_run < p.epochs
-                    log.info("vaegan early stop after epoch %d (best %d)", epochs_run, best_epoch)
-                    break
-        bar.close()
-        if val_t is not None:
-            net.load_state_dict(best_state)
-        else:
-            best_epoch = epochs_run
-        report = FitReport(
-            epochs_run=epochs_run,
-            best_epoch=best_epoch,
-            best_val_loss=best_loss if val_t is not None else math.nan,
-            history=history,
-            n_train_windows=int(n),
-            n_val_windows=0 if x_val is None else int(x_val.shape[0]),
-            stopped_early=stopped_early,
-        )
-        return net, report
-
-    def _evaluate(
-        self, net: VAEGANNetwork, x: Tensor, ok: Tensor, eps: Tensor, prior: Tensor, kl_w: float
-    ) -> dict[str, float]:
-        """Validation loss terms (eval mode, no augmentation, the epoch's KL weight)."""
-        p = self.params
-        net.eval()
-        sums = dict.fromkeys(LOSS_TERMS, 0.0)
-        with torch.no_grad():
-            for start in range(0, x.shape[0], _EVAL_CHUNK):
-                sl = slice(start, start + _EVAL_CHUNK)
-                out = net.reconstruct(x[sl], ok[sl], eps[sl])
-                fakes = torch.cat((out["x_hat"], net.decoder(prior[sl])))
-                fake_ok = torch.cat((ok[sl], ok[sl]))
-                fake_logits = net.critic(fakes, fake_ok)
-                terms = vae_objective(
-                    x[sl],
-                    out["x_hat"],
-                    ok[sl],
-                    out["mu_z"],
-                    out["logvar_z"],
-                    fake_logits,
-                    kl_weight=kl_w,
-                    adv_weight=p.adv_weight,
-                    kind=p.gan_loss,
-                )
-                terms["critic"] = critic_loss(net.critic(x[sl], ok[sl]), fake_logits, p.gan_loss)
-                for term in LOSS_TERMS:
-                    sums[term] += float(terms[term]) * x[sl].shape[0]
-        return {term: sums[term] / x.shape[0] for term in LOSS_TERMS}
+        return scorable_windows(series, self.params.window, self.params.min_observed_share)
 
     # --- scoring ------------------------------------------------------------------------------
 
@@ -770,7 +530,8 @@ class VAEGANDetector(NetworkDetector):
             self.component_stats_["critic"],
             self.residual_scale_,
         )
-        return self.meta["combination"]
+        combination: dict[str, Any] = self.meta["combination"]
+        return combination
 
     def choose_critic_weight(
         self,
@@ -864,26 +625,7 @@ class VAEGANDetector(NetworkDetector):
         score = combine_components(z["recon"], z["critic"], self.params.critic_weight)
         residual = self.residual_scale_ if self.residual_scale_ is not None else 0.0
         sd_units = np.sqrt(raw["spread"] ** 2 + residual**2)
-        centre, k = raw["centre"], self.params.band_sigmas
-        assert self.std_ is not None
-        if self.params.log_transform:
-            expected = np.maximum(self._to_counts(centre), 0.0)
-            low = np.maximum(self._to_counts(centre - k * sd_units), 0.0)
-            high = np.maximum(self._to_counts(centre + k * sd_units), 0.0)
-            expected_std = (high - low) / (2.0 * k)
-        else:
-            raw_centre = self._to_counts(centre)
-            expected_std = sd_units * self.std_
-            expected = np.maximum(raw_centre, 0.0)
-            low = np.maximum(raw_centre - k * expected_std, 0.0)
-            high = np.maximum(raw_centre + k * expected_std, 0.0)
-        return ScoreDetails(
-            score=score.astype(np.float64),
-            expected=expected.astype(np.float64),
-            expected_std=expected_std.astype(np.float64),
-            expected_low=low.astype(np.float64),
-            expected_high=high.astype(np.float64),
-        )
+        return self._details(score, raw["centre"], sd_units)
 
     # --- persistence --------------------------------------------------------------------------
 
@@ -900,41 +642,10 @@ class VAEGANDetector(NetworkDetector):
         }
 
     def _own_meta(self) -> dict[str, Any]:
-        return {
-            "detector": self.name,
-            "params": self.params.model_dump(mode="json"),
-            "normalisation": {
-                "mean": self.mean_,
-                "std": self.std_,
-                "log_transform": self.params.log_transform,
-            },
-            "seed": self.seed_,
-            "fit": None if self.fit_report_ is None else self.fit_report_.to_dict(),
-            "combination": self._combination_meta(),
-        }
+        return {**super()._own_meta(), "combination": self._combination_meta()}
 
-    @classmethod
-    def load(cls, directory: Path, *, device: str = "cpu") -> Self:
-        """Rebuild a fitted detector from ``directory`` (see ``app.detectors.base``).
-
-        Raises
-        ------
-        ArtifactError
-            Missing/corrupt files, another detector's or schema's artifact, invalid params,
-            normalisation or component statistics, or weights that do not match the params.
-        """
-        meta, state_dicts = read_artifact(Path(directory), cls.name, device=device)
-        try:
-            params = VAEGANParams.model_validate(meta.get("params"))
-        except ValidationError as exc:
-            raise ArtifactError(f"{directory}/{META_FILE} has invalid params: {exc}") from exc
-        norm = meta.get("normalisation") or {}
-        mean, std = norm.get("mean"), norm.get("std")
-        if not (_finite(mean) and _finite(std) and std > 0):
-            raise ArtifactError(
-                f"{directory}/{META_FILE} has invalid normalisation {norm!r} (need finite "
-                "mean and positive std)"
-            )
+    def _load_extra(self, meta: dict[str, Any], directory: Path) -> None:
+        """The component statistics and residual scale of ``meta['combination']``."""
         combination = meta.get("combination") or {}
         stats = combination.get("components")
         residual = combination.get("residual_scale")
@@ -942,38 +653,143 @@ class VAEGANDetector(NetworkDetector):
             isinstance(stats, dict)
             and all(
                 isinstance(stats.get(c), dict)
-                and _finite(stats[c].get("median"))
-                and _finite(stats[c].get("scale"))
+                and is_finite_number(stats[c].get("median"))
+                and is_finite_number(stats[c].get("scale"))
                 and stats[c]["scale"] > 0
                 for c in COMPONENTS
             )
-            and _finite(residual)
+            and is_finite_number(residual)
         ):
             raise ArtifactError(
                 f"{directory}/{META_FILE} has invalid component statistics {combination!r} "
                 "(need combination.components.{recon,critic}.{median,scale} and residual_scale)"
             )
-        detector = cls(params, device=device)
-        net = detector._build_network().to(detector.device)
-        try:
-            net.load_state_dicts(state_dicts)
-        except (KeyError, RuntimeError) as exc:
-            raise ArtifactError(f"weights in {directory} do not match its params: {exc}") from exc
-        detector._net = net.eval()
-        detector.mean_, detector.std_ = float(mean), float(std)
-        detector.component_stats_ = {
+        self.component_stats_ = {
             c: {"median": float(stats[c]["median"]), "scale": float(stats[c]["scale"])}
             for c in COMPONENTS
         }
-        detector.residual_scale_ = float(residual)
-        detector.calibration_info_ = {
+        self.residual_scale_ = float(residual)
+        self.calibration_info_ = {
             k: combination[k] for k in ("source", "n_windows") if k in combination
         }
-        seed = meta.get("seed")
-        detector.seed_ = int(seed) if isinstance(seed, int) else None
-        detector.meta = meta
-        return detector
 
 
-def _finite(value: Any) -> TypeGuard[float]:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+class _VAEGANTraining(TrainingHooks):
+    """VAE+GAN's step for the shared loop: a critic step, then a VAE + generator step."""
+
+    def __init__(
+        self,
+        net: VAEGANNetwork,
+        params: VAEGANParams,
+        device: torch.device,
+        aug: torch.Generator,
+        noise: torch.Generator,
+        x_train: NDArray[np.float32],
+        ok_train: NDArray[np.bool_],
+    ) -> None:
+        self.net, self.p, self.device, self.aug, self.noise = net, params, device, aug, noise
+        self.vae_params = list(net.vae_parameters())
+        self.critic_params = list(net.critic.parameters())
+        self.opt_vae = torch.optim.Adam(self.vae_params, lr=params.lr)
+        self.opt_critic = torch.optim.Adam(
+            self.critic_params, lr=params.critic_lr, betas=(0.5, 0.999)
+        )
+        self.schedules = [
+            torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=params.epochs, eta_min=lr / 100.0)
+            for opt, lr in ((self.opt_vae, params.lr), (self.opt_critic, params.critic_lr))
+        ]
+        self.xt = torch.from_numpy(x_train).to(device)
+        self.okt = torch.from_numpy(ok_train).to(device)
+        self.val: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
+
+    def set_validation(
+        self, x_val: NDArray[np.float32] | None, ok_val: NDArray[np.bool_] | None
+    ) -> None:
+        if x_val is None or ok_val is None:
+            return
+        # The same latent noise every epoch, so validation losses compare like with like.
+        eps_val = torch.randn(x_val.shape[0], self.p.latent_dim, generator=self.noise)
+        prior_val = torch.randn(x_val.shape[0], self.p.latent_dim, generator=self.noise)
+        self.val = (
+            torch.from_numpy(x_val).to(self.device),
+            torch.from_numpy(ok_val).to(self.device),
+            eps_val.to(self.device),
+            prior_val.to(self.device),
+        )
+
+    def kl_weight(self, epoch: int) -> float:
+        return self.p.kl_weight * kl_weight_at(epoch, self.p.kl_warmup_epochs)
+
+    def learning_rate(self) -> float:
+        return float(self.opt_vae.param_groups[0]["lr"])
+
+    def train_step(self, rows: Tensor, kl_weight: float) -> tuple[Mapping[str, Tensor], int]:
+        p, net = self.p, self.net
+        xb, okb = self.xt[rows], self.okt[rows]
+        if p.missing_injection_rate > 0:
+            xb, okb = missing_injection(xb, okb, p.missing_injection_rate, self.aug)
+        eps = torch.randn(xb.shape[0], p.latent_dim, generator=self.noise).to(self.device)
+        eps_prior = torch.randn(xb.shape[0], p.latent_dim, generator=self.noise).to(self.device)
+        out = net.reconstruct(xb, okb, eps)
+        fakes = torch.cat((out["x_hat"], net.decoder(eps_prior)))
+        fake_ok = torch.cat((okb, okb))
+        # 1) critic step: real windows vs decoded ones (no gradient into the VAE)
+        d_fakes, d_fake_ok = fakes.detach(), fake_ok
+        if p.critic_mutation_rate > 0:
+            mx, mok = value_mutation(
+                xb,
+                okb,
+                p.critic_mutation_rate,
+                self.aug,
+                min_shift=p.critic_mutation_min_sigma,
+                max_shift=p.critic_mutation_max_sigma,
+            )
+            mok[:, -1] = True  # the shifted last value is shown to the critic
+            d_fakes, d_fake_ok = torch.cat((d_fakes, mx)), torch.cat((d_fake_ok, mok))
+        d_loss = critic_loss(net.critic(xb, okb), net.critic(d_fakes, d_fake_ok), p.gan_loss)
+        clipped_step(self.opt_critic, d_loss, self.critic_params, p.grad_clip)
+        # 2) VAE + generator step against the updated critic
+        terms = vae_objective(
+            xb,
+            out["x_hat"],
+            okb,
+            out["mu_z"],
+            out["logvar_z"],
+            net.critic(fakes, fake_ok),
+            kl_weight=kl_weight,
+            adv_weight=p.adv_weight,
+            kind=p.gan_loss,
+        )
+        clipped_step(self.opt_vae, terms["loss"], self.vae_params, p.grad_clip)
+        return {**terms, "critic": d_loss}, xb.shape[0]
+
+    def end_epoch(self) -> None:
+        for schedule in self.schedules:
+            schedule.step()
+
+    def eval_terms(self, kl_weight: float) -> dict[str, float] | None:
+        """Validation loss terms (no augmentation, the epoch's KL weight)."""
+        if self.val is None:
+            return None
+        p, net = self.p, self.net
+        x, ok, eps, prior = self.val
+
+        def forward(sl: slice) -> dict[str, Tensor]:
+            out = net.reconstruct(x[sl], ok[sl], eps[sl])
+            fakes = torch.cat((out["x_hat"], net.decoder(prior[sl])))
+            fake_logits = net.critic(fakes, torch.cat((ok[sl], ok[sl])))
+            terms = vae_objective(
+                x[sl],
+                out["x_hat"],
+                ok[sl],
+                out["mu_z"],
+                out["logvar_z"],
+                fake_logits,
+                kl_weight=kl_weight,
+                adv_weight=p.adv_weight,
+                kind=p.gan_loss,
+            )
+            terms["critic"] = critic_loss(net.critic(x[sl], ok[sl]), fake_logits, p.gan_loss)
+            return terms
+
+        return chunked_means(x.shape[0], LOSS_TERMS, forward)

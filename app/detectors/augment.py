@@ -1,4 +1,4 @@
-"""Batch augmentation for FCVAE training (DESIGN §5), pure functions of a torch.Generator.
+"""Batch augmentation for training (DESIGN §5), pure functions of a torch.Generator.
 
 Windows are normalised, shape ``(B, W)``; ``usable`` is a boolean mask of the same shape
 (False = missing or injected, i.e. ``α = 0`` in the loss). Each mutation returns new tensors
@@ -11,8 +11,9 @@ and masks out exactly the points it changed:
   reference implementation masks those positions in every window of the batch — a bug).
 * ``missing_injection`` — ≈1% of all points set to 0 and masked.
 
-``augment_batch`` appends the value- and pattern-mutated copies to the batch (as the
-reference does: the originals stay) and then injects missing points into the whole batch.
+``augment_batch`` (FCVAE's recipe) appends the value- and pattern-mutated copies to the
+batch (as the reference does: the originals stay) and then injects missing points into the
+whole batch.
 Random numbers are drawn on the generator's device (CPU) and moved to the batch's device.
 """
 

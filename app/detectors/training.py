@@ -1,0 +1,310 @@
+"""The one training loop every network detector runs.
+
+A detector says what one optimisation step and one validation pass are
+(``TrainingHooks.train_step`` / ``TrainingHooks.eval_terms``); this module owns the rest:
+seeded private generators, shuffling into mini-batches, the linear KL warm-up, per-epoch
+averages of the named loss terms (``FitReport.history``), the progress bar and log line,
+divergence checks, early stopping on a validation term once the warm-up is over, and
+restoring the best weights.  Learning-rate schedules and gradient clipping are per step and
+per optimiser, so they stay in the hooks (``clipped_step`` is the shared way to take one).
+
+The loop draws from the generators in a fixed order (the shuffle once per epoch, then
+whatever the hooks draw per batch), so a seed gives the same weights on every run.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from app.detectors.base import FitReport
+from app.errors import DataError
+
+log = logging.getLogger(__name__)
+
+#: Windows per forward pass when computing validation losses.
+EVAL_CHUNK = 4096
+
+
+def kl_weight_at(epoch: int, warmup_epochs: int) -> float:
+    """Linear KL annealing: 0 at epoch 0, 1 from epoch ``warmup_epochs`` on (0-based epochs).
+
+    Examples
+    --------
+    >>> [kl_weight_at(e, 4) for e in range(6)]
+    [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
+    >>> kl_weight_at(0, 0)
+    1.0
+    """
+    if warmup_epochs <= 0:
+        return 1.0
+    return min(1.0, epoch / warmup_epochs)
+
+
+@dataclass(frozen=True)
+class TrainingRandomness:
+    """Private generators for one ``fit``: the global torch RNG is never drawn from.
+
+    ``shuffle`` orders mini-batches, ``aug`` drives augmentation, ``noise`` the latent draws;
+    ``extra`` holds further integer seeds a detector asked for (e.g. calibration windows).
+    """
+
+    shuffle: torch.Generator
+    aug: torch.Generator
+    noise: torch.Generator
+    extra: tuple[int, ...] = ()
+
+
+@contextmanager
+def seeded_training(
+    seed: int, device: torch.device, *, n_extra: int = 0
+) -> Iterator[TrainingRandomness]:
+    """Seed weight initialisation and hand out private generators; restore the global RNG.
+
+    The seed is split with ``numpy.random.SeedSequence`` into ``4 + n_extra`` words: weight
+    initialisation (the global torch seed inside the block), shuffling, augmentation, noise,
+    then the extra seeds.
+    """
+    init_seed, shuffle_seed, aug_seed, noise_seed, *extra = (
+        int(s) for s in np.random.SeedSequence(seed).generate_state(4 + n_extra)
+    )
+    rng_devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=rng_devices):
+        torch.manual_seed(init_seed)
+        yield TrainingRandomness(
+            shuffle=torch.Generator().manual_seed(shuffle_seed),
+            aug=torch.Generator().manual_seed(aug_seed),
+            noise=torch.Generator().manual_seed(noise_seed),
+            extra=tuple(extra),
+        )
+
+
+def clipped_step(
+    optimiser: torch.optim.Optimizer, loss: Tensor, params: Sequence[Tensor], max_norm: float
+) -> None:
+    """One optimiser step on ``loss`` with the parameters' global gradient norm clipped."""
+    optimiser.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, max_norm)
+    optimiser.step()
+
+
+def chunked_means(
+    n: int, terms: tuple[str, ...], forward: Callable[[slice], Mapping[str, Tensor | float]]
+) -> dict[str, float]:
+    """Row-weighted means of ``forward``'s loss terms over ``n`` rows in ``EVAL_CHUNK`` slices.
+
+    ``forward(slice)`` returns each term's mean over the rows of that slice.
+    """
+    sums = dict.fromkeys(terms, 0.0)
+    with torch.no_grad():
+        for start in range(0, n, EVAL_CHUNK):
+            sl = slice(start, min(n, start + EVAL_CHUNK))
+            out = forward(sl)
+            for term in terms:
+                sums[term] += float(out[term]) * (sl.stop - sl.start)
+    return {term: sums[term] / n for term in terms}
+
+
+@dataclass(frozen=True)
+class LoopPlan:
+    """How long and on what a detector trains; its names for logs and history.
+
+    Attributes
+    ----------
+    name
+        The detector's name (progress bar, log lines).
+    epochs, batch_size, kl_warmup_epochs, patience
+        The schedule: best-epoch tracking and patience start once the KL warm-up is over.
+    terms
+        Named loss terms averaged per epoch, in ``history`` as ``train_<t>``/``val_<t>``.
+    monitor
+        The validation term early stopping minimises (and ``best_val_loss`` reports).
+    logged
+        Terms shown in the per-epoch log line (default: all of ``terms``).
+    postfix
+        Progress-bar label → ``history`` key.
+    stop_on_divergence
+        Raise ``DataError`` when a training term is not finite after an epoch.
+    """
+
+    name: str
+    epochs: int
+    batch_size: int
+    kl_warmup_epochs: int
+    patience: int
+    terms: tuple[str, ...]
+    monitor: str
+    logged: tuple[str, ...] = ()
+    postfix: Mapping[str, str] = field(default_factory=dict)
+    stop_on_divergence: bool = False
+
+    @classmethod
+    def from_params(cls, name: str, params: Any, **fields: Any) -> LoopPlan:
+        """A plan with the schedule (epochs, batch size, warm-up, patience) of ``params``."""
+        return cls(
+            name=name,
+            epochs=params.epochs,
+            batch_size=params.batch_size,
+            kl_warmup_epochs=params.kl_warmup_epochs,
+            patience=params.patience,
+            **fields,
+        )
+
+
+class TrainingHooks(ABC):
+    """What a detector contributes to ``run_training``."""
+
+    @abstractmethod
+    def kl_weight(self, epoch: int) -> float:
+        """The KL weight of 0-based ``epoch``."""
+
+    @abstractmethod
+    def learning_rate(self) -> float:
+        """The current learning rate (recorded in ``history['lr']``)."""
+
+    @abstractmethod
+    def train_step(self, rows: Tensor, kl_weight: float) -> tuple[Mapping[str, Tensor], int]:
+        """Train on the training windows ``rows`` (indices).
+
+        Returns the batch's loss terms (means over its windows) and how many windows they
+        average over (more than ``len(rows)`` where augmentation appended copies).
+        """
+
+    @abstractmethod
+    def end_epoch(self) -> None:
+        """Advance per-epoch schedules."""
+
+    @abstractmethod
+    def eval_terms(self, kl_weight: float) -> dict[str, float] | None:
+        """The validation loss terms (network in eval mode), or None without validation."""
+
+
+def run_training(
+    net: torch.nn.Module,
+    hooks: TrainingHooks,
+    plan: LoopPlan,
+    *,
+    n_windows: int,
+    n_val_windows: int,
+    rng: TrainingRandomness,
+    device: torch.device,
+    progress: bool,
+) -> FitReport:
+    """Train ``net`` through ``hooks`` for ``plan.epochs`` epochs; keep the best weights.
+
+    Returns the ``FitReport`` (``seconds`` is left to the caller, who also timed the data
+    preparation).  With validation the weights of the epoch with the lowest
+    ``plan.monitor`` (after the KL warm-up) are restored; without it the last ones stay.
+    """
+    history: dict[str, list[float]] = {
+        f"{split}_{term}": [] for split in ("train", "val") for term in plan.terms
+    }
+    history.update({"kl_weight": [], "lr": [], "epoch_seconds": []})
+    logged = plan.logged or plan.terms
+    first_eligible = min(plan.kl_warmup_epochs, plan.epochs - 1)
+    best_loss, best_epoch, best_state = math.inf, 0, copy.deepcopy(net.state_dict())
+    bad_epochs, stopped_early, epochs_run, validated = 0, False, 0, False
+    bar = tqdm(range(plan.epochs), desc=plan.name, unit="epoch", disable=not progress, leave=False)
+    for epoch in bar:
+        epoch_start = time.perf_counter()
+        kl_w = hooks.kl_weight(epoch)
+        lr = hooks.learning_rate()
+        net.train()
+        sums = dict.fromkeys(plan.terms, 0.0)
+        seen = 0
+        order = torch.randperm(n_windows, generator=rng.shuffle).to(device)
+        for start in range(0, n_windows, plan.batch_size):
+            rows = order[start : start + plan.batch_size]
+            terms, weight = hooks.train_step(rows, kl_w)
+            for term in plan.terms:
+                sums[term] += float(terms[term].detach()) * weight
+            seen += weight
+        hooks.end_epoch()
+        epochs_run = epoch + 1
+        for term in plan.terms:
+            history[f"train_{term}"].append(sums[term] / seen)
+        net.eval()
+        val_terms = hooks.eval_terms(kl_w)
+        validated = val_terms is not None
+        for term in plan.terms:
+            history[f"val_{term}"].append(math.nan if val_terms is None else val_terms[term])
+        history["kl_weight"].append(kl_w)
+        history["lr"].append(lr)
+        history["epoch_seconds"].append(time.perf_counter() - epoch_start)
+        log.info(
+            "%s epoch %d/%d %s kl_weight=%.4f lr=%.2e",
+            plan.name,
+            epochs_run,
+            plan.epochs,
+            " ".join(
+                f"{s}_{t}={history[f'{s}_{t}'][-1]:.4f}" for s in ("train", "val") for t in logged
+            ),
+            kl_w,
+            lr,
+        )
+        bar.set_postfix({label: f"{history[key][-1]:.3f}" for label, key in plan.postfix.items()})
+        if plan.stop_on_divergence and not all(
+            math.isfinite(history[f"train_{t}"][-1]) for t in plan.terms
+        ):
+            raise DataError(
+                f"{plan.name} training diverged at epoch {epochs_run}: "
+                f"{ {t: history[f'train_{t}'][-1] for t in plan.terms} } "
+                "(lower the learning rate or the adversarial weight)"
+            )
+        if val_terms is None or epoch < first_eligible:
+            continue
+        if val_terms[plan.monitor] < best_loss:
+            best_loss, best_epoch, bad_epochs = val_terms[plan.monitor], epochs_run, 0
+            best_state = copy.deepcopy(net.state_dict())
+        else:
+            bad_epochs += 1
+            if bad_epochs >= plan.patience:
+                stopped_early = epochs_run < plan.epochs
+                log.info(
+                    "%s early stop after epoch %d (best %d)", plan.name, epochs_run, best_epoch
+                )
+                break
+    bar.close()
+    if validated:
+        net.load_state_dict(best_state)
+    else:
+        best_epoch = epochs_run
+    return FitReport(
+        epochs_run=epochs_run,
+        best_epoch=best_epoch,
+        best_val_loss=best_loss if validated else math.nan,
+        history=history,
+        n_train_windows=int(n_windows),
+        n_val_windows=int(n_val_windows),
+        stopped_early=stopped_early,
+    )
+
+
+def log_fit_done(name: str, report: FitReport, monitor: str) -> None:
+    """The one summary line of a finished ``fit``."""
+    log.info(
+        "%s fit done: %d epochs (best %d, %s=%.4f) in %.1fs (%.2fs/epoch), "
+        "%d train / %d val windows",
+        name,
+        report.epochs_run,
+        report.best_epoch,
+        monitor,
+        report.best_val_loss,
+        report.seconds,
+        report.seconds_per_epoch,
+        report.n_train_windows,
+        report.n_val_windows,
+    )
