@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -505,8 +505,7 @@ def calibrate_scores(
 
 def fit_ensemble(
     series: ComboSeries,
-    fcvae: Any,
-    vaegan: Any,
+    detectors: Mapping[str, Any],
     *,
     seed: int = 42,
     n_inject: int = DEFAULT_N_INJECT,
@@ -517,21 +516,23 @@ def fit_ensemble(
     max_flag_share: float | None = DEFAULT_ALARM_BUDGET,
     max_flags_per_day: float | None = DEFAULT_MAX_FLAGS_PER_DAY,
 ) -> dict[str, Any]:
-    """Choose how to merge the two calibrated scores of one combo, on validation only.
+    """Choose how to merge the calibrated scores of one combo's detectors, on validation only.
 
-    Every candidate of ``combine.candidate_settings`` (weights of the weighted mean,
-    and max) gets its own best threshold on the validation set (real + injected
-    hours); the candidate with the best objective wins, ties going to the larger FCVAE
-    weight (the simpler model).  Weight 1 is FCVAE alone, so on validation the
-    ensemble is never worse than FCVAE.
+    ``detectors`` maps each detector's name to its trained detector (its meta holds its
+    ``decision``); the primary detector (``catalog.PRIMARY``) must be among them.  Every
+    candidate of ``combine.candidate_settings`` (weights of the weighted mean, and max)
+    gets its own best threshold on the validation set (real + injected hours); the
+    candidate with the best objective wins, ties going to the larger primary weight (the
+    simpler model).  Weight 1 is the primary alone, so on validation the ensemble is never
+    worse than it.
     """
-    from app.postprocess.combine import candidate_settings, combine_calibrated
+    from app.postprocess.combine import WEIGHT_KEY, candidate_settings, combine_calibrated
 
     max_flag_share = flag_share_budget(max_flag_share, series.step_seconds, max_flags_per_day)
     calibrated = {}
     # The injections depend only on (seed, combo) and the data, so both detectors' validation
-    # sets hold the same hours, labels and event ids: the last ``vset`` serves for both.
-    for name, detector in (("fcvae", fcvae), ("vaegan", vaegan)):
+    # sets hold the same hours, labels and event ids: the last ``vset`` serves for all.
+    for name, detector in detectors.items():
         vset = validation_set(
             detector_score_fn(detector, series),
             series,
@@ -543,7 +544,7 @@ def fit_ensemble(
     step_hours = series.step_seconds / 3600
     tried = []
     for candidate in candidate_settings():
-        combined = combine_calibrated(calibrated["fcvae"], calibrated["vaegan"], candidate)
+        combined = combine_calibrated(calibrated, candidate)
         choice = best_threshold(
             combined,
             vset,
@@ -564,7 +565,7 @@ def fit_ensemble(
 
     def rank(entry: dict[str, Any]) -> tuple[float, float]:
         value = entry["objective_value"] if entry["objective_value"] is not None else -1.0
-        return (value, entry.get("weight_fcvae", -1.0))
+        return (value, entry.get(WEIGHT_KEY, -1.0))
 
     best = max(tried, key=rank)
     return {

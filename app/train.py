@@ -463,9 +463,11 @@ def write_ensemble(frame: Any, root: Path, config: TrainConfig) -> Path:
     combos = {}
     for combo in sorted(frame["combo"].unique()):
         series = ComboSeries.from_frame(frame, combo)
-        fcvae = detector_class("fcvae").load(artifacts.detector_dir(root, "fcvae", combo))
-        vaegan = detector_class("vaegan").load(artifacts.detector_dir(root, "vaegan", combo))
-        combos[combo] = fit_ensemble(series, fcvae, vaegan, **calibration_kwargs(config))
+        detectors = {
+            name: detector_class(name).load(artifacts.detector_dir(root, name, combo))
+            for name in detector_names()
+        }
+        combos[combo] = fit_ensemble(series, detectors, **calibration_kwargs(config))
         log.info(
             "combo=%s ensemble: %s; %s",
             combo,

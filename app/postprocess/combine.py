@@ -1,14 +1,16 @@
-"""Merge calibrated FCVAE and VAE+GAN scores into one ensemble score.
+"""Merge the detectors' calibrated scores into one ensemble score.
 
-Both inputs are on the calibrated scale (−log10 of the clean-validation tail
-probability), so they are comparable; the ensemble is
+Every input is on the calibrated scale (−log10 of the clean-validation tail probability),
+so they are comparable; with ``p`` the primary detector's score (``app.catalog.PRIMARY``)
+and ``o`` the mean of the others' the ensemble is
 
-- ``mode="weighted"``: ``w·fcvae + (1 − w)·vaegan`` (``w = weight_fcvae``), or
-- ``mode="max"``: ``max(fcvae, vaegan)`` (an alarm from either detector).
+- ``mode="weighted"``: ``w·p + (1 − w)·o`` (``w = settings["weight_fcvae"]``, the primary's
+  weight; with two detectors that is ``w·fcvae + (1 − w)·vaegan``), or
+- ``mode="max"``: the largest of all scores (an alarm from any detector).
 
 The mode, the weight and the threshold are chosen on validation (``app.pipeline``) and
-kept in ``models/ensemble.json``.  Higher = more anomalous.  A NaN in either input gives
-the other one (a detector that cannot score does not silence the other).
+kept in ``models/ensemble.json``.  Higher = more anomalous.  A NaN is left out (a detector
+that cannot score does not silence the others); where every input is NaN so is the result.
 """
 
 from __future__ import annotations
@@ -19,36 +21,52 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from app.catalog import PRIMARY
+
 MODES = ("weighted", "max")
+#: The settings key of the primary detector's weight.
+WEIGHT_KEY = f"weight_{PRIMARY}"
 
 
 def combine_calibrated(
-    fcvae: ArrayLike, vaegan: ArrayLike, settings: Mapping[str, Any]
+    calibrated: Mapping[str, ArrayLike], settings: Mapping[str, Any]
 ) -> NDArray[np.float64]:
-    """Ensemble score from two calibrated score arrays.
+    """Ensemble score from the detectors' calibrated score arrays (by detector name).
 
     Examples
     --------
-    >>> combine_calibrated([1.0, 4.0], [3.0, 0.0], {"mode": "weighted", "weight_fcvae": 0.5})
+    >>> combine_calibrated({"fcvae": [1.0, 4.0], "vaegan": [3.0, 0.0]},
+    ...                    {"mode": "weighted", "weight_fcvae": 0.5})
     array([2., 2.])
-    >>> combine_calibrated([1.0, 4.0], [3.0, float("nan")], {"mode": "max"})
+    >>> combine_calibrated({"fcvae": [1.0, 4.0], "vaegan": [3.0, float("nan")]}, {"mode": "max"})
     array([3., 4.])
     """
-    f = np.asarray(fcvae, dtype=np.float64)
-    v = np.asarray(vaegan, dtype=np.float64)
-    if f.shape != v.shape:
-        raise ValueError(f"score arrays differ in shape: {f.shape} vs {v.shape}")
+    if PRIMARY not in calibrated:
+        raise ValueError(f"the ensemble needs {PRIMARY!r} scores; got {sorted(calibrated)}")
+    arrays = {name: np.asarray(v, dtype=np.float64) for name, v in calibrated.items()}
+    primary = arrays.pop(PRIMARY)
+    shapes = {name: a.shape for name, a in arrays.items() if a.shape != primary.shape}
+    if shapes:
+        raise ValueError(f"score arrays differ in shape from {PRIMARY}'s {primary.shape}: {shapes}")
+    if not arrays:
+        return primary.copy()
+    others = np.stack(list(arrays.values()))
     mode = settings.get("mode", "weighted")
     if mode == "weighted":
-        w = float(settings.get("weight_fcvae", 0.5))
+        w = float(settings.get(WEIGHT_KEY, 0.5))
         if not 0.0 <= w <= 1.0:
-            raise ValueError(f"weight_fcvae must lie in [0, 1], got {w}")
-        out = w * f + (1.0 - w) * v
+            raise ValueError(f"{WEIGHT_KEY} must lie in [0, 1], got {w}")
+        present = ~np.isnan(others)
+        count = present.sum(axis=0)
+        total = np.where(present, others, 0.0).sum(axis=0)
+        rest = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+        out = w * primary + (1.0 - w) * rest
     elif mode == "max":
-        out = np.fmax(f, v)
+        rest = np.fmax.reduce(others, axis=0)
+        out = np.fmax(primary, rest)
     else:
         raise ValueError(f"unknown ensemble mode {mode!r}; choose one of {MODES}")
-    return np.where(np.isnan(f), v, np.where(np.isnan(v), f, out))
+    return np.where(np.isnan(primary), rest, np.where(np.isnan(rest), primary, out))
 
 
 def candidate_settings(
@@ -61,6 +79,6 @@ def candidate_settings(
     >>> len(candidate_settings())
     6
     """
-    grid: list[dict[str, Any]] = [{"mode": "weighted", "weight_fcvae": w} for w in weights]
+    grid: list[dict[str, Any]] = [{"mode": "weighted", WEIGHT_KEY: w} for w in weights]
     grid.append({"mode": "max"})
     return grid

@@ -108,7 +108,7 @@ class EnsembleDecision:
 
     def combine(self, calibrated: Mapping[str, ArrayLike]) -> NDArray[np.float64]:
         """The merged score of the detectors' calibrated scores (by detector name)."""
-        return combine_calibrated(calibrated["fcvae"], calibrated["vaegan"], self.settings)
+        return combine_calibrated(calibrated, self.settings)
 
     def flags(self, combined: ArrayLike) -> NDArray[np.bool_]:
         return _flags(combined, self.threshold)

@@ -295,3 +295,25 @@ def test_decisions_round_trip_the_shipped_artifacts_and_flag_above_threshold() -
         assert rule.flags(rule.combine({"fcvae": same, "vaegan": same})).tolist() == [True]
     with pytest.raises(ValueError, match="threshold"):
         EnsembleDecision.from_dict({"mode": "max"})
+
+
+def test_the_ensemble_combines_any_number_of_detectors() -> None:
+    """Two detectors give ``w·fcvae + (1 − w)·vaegan``; a third joins the others' mean."""
+    from app.postprocess.combine import combine_calibrated
+
+    nan = float("nan")
+    two = {"fcvae": [1.0, 4.0, nan, 2.0], "vaegan": [3.0, 0.0, 5.0, nan]}
+    weighted = {"mode": "weighted", "weight_fcvae": 0.25}
+    assert combine_calibrated(two, weighted).tolist() == [2.5, 1.0, 5.0, 2.0]
+    three = {**two, "third": [5.0, 2.0, nan, 6.0]}
+    # others' mean: (3 + 5) / 2, (0 + 2) / 2, 5 (the third missing), 6 (VAE+GAN missing)
+    assert combine_calibrated(three, weighted).tolist() == [3.25, 1.75, 5.0, 5.0]
+    assert combine_calibrated(three, {"mode": "max"}).tolist() == [5.0, 4.0, 5.0, 6.0]
+    assert combine_calibrated({"fcvae": [1.0]}, weighted).tolist() == [1.0]
+    assert np.isnan(combine_calibrated({"fcvae": [nan], "vaegan": [nan]}, weighted)).all()
+    with pytest.raises(ValueError, match="needs 'fcvae' scores"):
+        combine_calibrated({"vaegan": [1.0]}, weighted)
+    with pytest.raises(ValueError, match="differ in shape"):
+        combine_calibrated({"fcvae": [1.0], "vaegan": [1.0, 2.0]}, weighted)
+    with pytest.raises(ValueError, match="unknown ensemble mode"):
+        combine_calibrated(two, {"mode": "median"})
