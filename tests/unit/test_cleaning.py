@@ -208,3 +208,36 @@ def test_fcvae_reference_scores_stay_batch_independent_and_round_trip(
     loaded = FCVAEDetector.load(tmp_path / "m")
     assert loaded.window == detector.window
     np.testing.assert_array_equal(loaded.score_details(windows, seeds).score, details.score)
+
+
+@pytest.mark.parametrize("d", [1, 2, 3, 4, 5, 8, 9, 13])
+def test_nanmedian_axis1_is_numpys_nanmedian_bit_for_bit(d: int) -> None:
+    """The sorting network (d <= NETWORK_MAX) and the sort fallback give np.nanmedian's
+    values exactly: ties, gaps, all-missing slices, and slices without any gap."""
+    import warnings
+
+    from app.detectors.cleaning import nanmedian_axis1
+
+    rng = np.random.default_rng(d)
+    for share in (0.0, 0.1, 0.5, 0.9):
+        x = rng.normal(size=(40, d, 29))
+        x[:, :, :4] = np.round(x[:, :, :4])  # ties
+        x[rng.random(x.shape) < share] = np.nan
+        x[0] = np.nan  # whole slices missing
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            expected = np.nanmedian(x, axis=1)
+        assert np.array_equal(nanmedian_axis1(x), expected, equal_nan=True)
+
+
+def test_lagged_median_views_and_padded_planes_agree_with_a_plain_loop() -> None:
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(3, 200))
+    x[rng.random(x.shape) < 0.2] = np.nan
+    got = lagged_median(x, lag=24, count=4, last=120)
+    for i in range(3):
+        for j, t in enumerate(range(80, 200)):
+            past = [x[i, t - k * 24] for k in range(1, 5) if t - k * 24 >= 0]
+            past = [v for v in past if not np.isnan(v)]
+            want = np.median(past) if past else np.nan
+            assert np.array_equal(got[i, j], want, equal_nan=True)
