@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from app.evaluation import flags_from_scores
 from app.postprocess.calibrate import EmpiricalCalibrator
 from app.postprocess.combine import combine_calibrated
 
@@ -38,8 +39,9 @@ RULE = (
 
 
 def _flags(scores: ArrayLike, threshold: float) -> NDArray[np.bool_]:
-    """``score > threshold``; NaN (not scored) is never a flag."""
-    return np.asarray(scores, dtype=np.float64) > threshold
+    """``score > threshold``; NaN (not scored) is never a flag (the one rule, shared with
+    evaluation and threshold search: ``app.evaluation.flags_from_scores``)."""
+    return flags_from_scores(scores, threshold)
 
 
 def _operating_point(state: Mapping[str, Any]) -> dict[str, Any] | None:
