@@ -39,8 +39,7 @@ from app.postprocess.threshold import (
     flag_share_budget,
     inject_anomalies,
 )
-from app.streaming.state import window_seed
-from app.timebase import TimeBase
+from app.timebase import TimeBase, window_seed
 
 log = logging.getLogger(__name__)
 

@@ -45,7 +45,7 @@ def real_windows(
     the values.
     """
     from app.data import load_counts
-    from app.streaming.state import window_seed
+    from app.timebase import window_seed
     from producer.producer import ProducerSettings
 
     frame = load_counts(data_path or ProducerSettings().data_path)

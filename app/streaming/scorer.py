@@ -22,7 +22,8 @@ import pandas as pd
 
 from app.contracts import SCORE_FIELDS, scored_hour_json, utc_now_iso
 from app.ingest import cap_raw_text, cut_text
-from app.streaming.state import parse_window, window_seed
+from app.streaming.state import parse_window
+from app.timebase import window_seed
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,6 @@ Rules (TECHNICAL.md, "Window state"):
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -279,20 +278,3 @@ def advance(
         state, last_step=last, values=tuple(values), run_length=min(run, window), held=held
     )
     return new_state, emissions
-
-
-def window_seed(combo: str, step: int, seed: int = 0) -> int:
-    """A stable 63-bit seed for the window of ``combo`` ending at ``step``.
-
-    The detectors draw a window's latent samples from this seed alone, so its score
-    does not depend on which other windows share its batch.
-
-    Examples
-    --------
-    >>> window_seed("Accel_CMP", 480_000) == window_seed("Accel_CMP", 480_000)
-    True
-    >>> window_seed("Accel_CMP", 480_000) != window_seed("Accel_CMP", 480_001)
-    True
-    """
-    digest = hashlib.blake2b(f"{seed}|{combo}|{step}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & ((1 << 63) - 1)

@@ -11,7 +11,7 @@ from app import PROJECT_ROOT
 from app.data import load_counts
 from app.postprocess.decision import EnsembleDecision
 from app.registry import ModelRegistry
-from app.streaming.state import window_seed
+from app.timebase import window_seed
 
 MODELS = PROJECT_ROOT / "models"
 COMBO = "Accel_CMP"
