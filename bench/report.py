@@ -122,6 +122,14 @@ def _targets(result: dict[str, Any]) -> list[str]:
     )
 
 
+def _rate(cell: dict[str, Any]) -> str:
+    """``median (slowest–fastest)`` hours/s of a throughput cell (older results: the one rate)."""
+    spread = cell.get("hours_per_s_range")
+    if not spread:
+        return _fmt(cell["hours_per_s"])
+    return f"{_fmt(cell['hours_per_s'])} ({_fmt(spread[0])}–{_fmt(spread[1])})"
+
+
 def _scoring(result: dict[str, Any]) -> list[str]:
     sc = _results(result, "scoring")
     if not sc:
@@ -134,8 +142,9 @@ def _scoring(result: dict[str, Any]) -> list[str]:
         f"{f['mcmc_rounds']} MCMC rounds, chunks of "
         f"{f['score_chunk']} rows; ensemble = `ModelRegistry('models').bundle(combo).score` "
         f"(FCVAE + VAE+GAN W={sc['vaegan_window']} + calibration + decision). "
-        "Scored hours per second (batch size ÷ fastest of ≥ 3 calls; the JSON also has the "
-        "mean over ≥ 1.5 s):",
+        "Scored hours per second: batch size ÷ the median call (≥ 5 calls over ≥ 1.5 s; fewer with "
+        "`--quick`), with the "
+        "slowest and fastest call's rate in brackets (the JSON also has the mean):",
         "",
     ]
     threads = sorted(sc["by_threads"])
@@ -144,7 +153,7 @@ def _scoring(result: dict[str, Any]) -> list[str]:
     for i, batch in enumerate(sc["by_threads"][threads[0]]["fcvae"]):
         row: list[Any] = [batch["batch"]]
         for d in ("fcvae", "ensemble"):
-            row += [sc["by_threads"][t][d][i]["hours_per_s"] for t in threads]
+            row += [_rate(sc["by_threads"][t][d][i]) for t in threads]
         rows.append(row)
     naive = {t: sc["by_threads"][t]["naive_loop"] for t in threads}
     rows.append(
