@@ -114,7 +114,10 @@ from app.errors import ArtifactError, ContractError, DataError
 log = logging.getLogger(__name__)
 
 #: Rows per scoring chunk; every chunk (the last one padded) has exactly this many rows.
-SCORE_CHUNK = 512
+#: 128 rather than 512: one window (a stream's usual few hours per combo) costs 2.4 ms
+#: instead of 8.7 ms, for about 8 % less peak throughput; on this machine the scores are
+#: the same bit for bit at either size (2,048 demo windows, 2 threads, 2026-12-02).
+SCORE_CHUNK = 128
 #: meta.json keys written by the detector itself; ``extra_meta`` may not override them.
 RESERVED_META_KEYS = frozenset(
     {
