@@ -28,7 +28,6 @@ from app.config import DEFAULT_MAX_GAP_HOURS
 from app.errors import AnomalyError, DataError
 from app.evaluation import aggregate, evaluate_series, markdown_table
 from app.pipeline import DEFAULT_N_INJECT, ComboSeries, baseline_positions, calibrate_scores
-from app.postprocess.calibrate import EmpiricalCalibrator
 from app.registry import ModelRegistry
 from app.scoring import score_frame
 from app.timebase import TimeBase
@@ -132,9 +131,8 @@ def evaluate(
             log.warning("combo=%s: seasonal baseline not evaluated: %s", combo, exc)
             decision = None
         if decision is not None:
-            cal = EmpiricalCalibrator.from_dict(decision["calibrator"])
-            base = cal.transform(baseline_positions(series, series.values, test_pos)[test_pos])
-            base_threshold = decision["threshold_calibrated"]
+            base = decision.calibrate(baseline_positions(series, series.values, test_pos)[test_pos])
+            base_threshold = decision.threshold
             per["seasonal_baseline"][combo] = evaluate_series(
                 base,
                 base_threshold,

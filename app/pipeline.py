@@ -446,7 +446,7 @@ def calibrate_scores(
     ties: Ties = DEFAULT_TIES,
     max_flag_share: float | None = DEFAULT_ALARM_BUDGET,
     max_flags_per_day: float | None = DEFAULT_MAX_FLAGS_PER_DAY,
-) -> tuple[dict[str, Any], dict[str, Any]]:
+) -> tuple[Decision, dict[str, Any]]:
     """Fit a calibrator and choose a threshold on the validation split only.
 
     The calibrator is fitted on clean validation hours (no label, no injection); the
@@ -456,8 +456,8 @@ def calibrate_scores(
     Returns
     -------
     (decision, validation_metrics)
-        ``decision`` holds the calibrator state, the threshold (calibrated and raw) and
-        how it was chosen; it goes into the artifact's ``meta.json``.
+        The ``Decision``: the calibrator, the threshold (calibrated and raw) and how it
+        was chosen; ``decision.to_dict()`` goes into the artifact's ``meta.json``.
     """
     max_flag_share = flag_share_budget(max_flag_share, series.step_seconds, max_flags_per_day)
     vset = validation_set(score_fn, series, seed=seed, n_inject=n_inject, copies=copies)
@@ -476,20 +476,22 @@ def calibrate_scores(
     real_raw = vset.raw[: vset.n_real]
     finite = real_raw[np.isfinite(real_raw)]
     above = finite[calibrator.transform(finite) > choice.threshold]
-    decision = {
-        "threshold_calibrated": float(choice.threshold),
-        "threshold_raw": float(above.min()) if len(above) else None,
-        "calibrator": calibrator.to_dict(),
-        "choice": choice.to_dict(),
-        "rule": RULE,
-        "n_injected_events": vset.n_injected_events,
-        "n_injected_copies": copies,
-        "ties": ties,
-        "calibration_split": "val",
-        "alarm_budget": max_flag_share,
-        "alarm_budget_per_day": max_flags_per_day,
-        "operating_point": choice.operating_point,
-    }
+    decision = Decision(
+        threshold=float(choice.threshold),
+        calibrator=calibrator,
+        record={
+            "threshold_raw": float(above.min()) if len(above) else None,
+            "choice": choice.to_dict(),
+            "rule": RULE,
+            "n_injected_events": vset.n_injected_events,
+            "n_injected_copies": copies,
+            "ties": ties,
+            "calibration_split": "val",
+            "alarm_budget": max_flag_share,
+            "alarm_budget_per_day": max_flags_per_day,
+            "operating_point": choice.operating_point,
+        },
+    )
     cal_real = calibrated[: vset.n_real]
     metrics = evaluate_series(
         cal_real,

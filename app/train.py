@@ -374,9 +374,10 @@ def train_one(
     if hasattr(detector, "choose_critic_weight"):
         choose_component_weight(detector, series)
 
-    decision, val_metrics = calibrate_scores(
+    chosen, val_metrics = calibrate_scores(
         detector_score_fn(detector, series), series, **calibration_kwargs(config)
     )
+    decision = chosen.to_dict()
     warn_if_budget_fallback(series.combo, name, decision)
     extra = {
         "combo": series.combo,

@@ -8,6 +8,7 @@ import pytest
 
 from app.errors import DataError
 from app.pipeline import GAP, ComboSeries, calibrate_scores, validation_set
+from app.postprocess.decision import Decision
 
 
 def _series(n_val: int = 24 * 28) -> ComboSeries:
@@ -66,7 +67,10 @@ def test_copies_hold_their_own_injections_and_only_the_real_copy_is_clean() -> N
 
 
 def test_calibrate_scores_records_how_the_threshold_was_chosen() -> None:
-    decision, metrics = calibrate_scores(_abs_deviation, _series(), copies=2, ties="middle")
+    chosen, metrics = calibrate_scores(_abs_deviation, _series(), copies=2, ties="middle")
+    decision = chosen.to_dict()
+    assert Decision.from_dict(decision).to_dict() == decision  # it round-trips unchanged
+    assert chosen.flags(chosen.calibrate([1e9, np.nan])).tolist() == [True, False]
     assert decision["n_injected_copies"] == 2
     assert decision["calibration_split"] == "val"
     assert "ties → middle threshold" in decision["choice"]["method"]

@@ -144,7 +144,8 @@ def test_calibration_falls_back_to_the_budget_and_says_so(
         return out
 
     with caplog.at_level(logging.WARNING):
-        decision, _ = calibrate_scores(blind, series, copies=2)
+        chosen, _ = calibrate_scores(blind, series, copies=2)
+    decision = chosen.to_dict()
     op = decision["operating_point"]
     assert op["fallback"] is True and op["flag_share"] <= 0.005
     assert decision["alarm_budget"] == 0.005
