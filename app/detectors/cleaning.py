@@ -142,14 +142,6 @@ def lagged_median(
     width = arr.shape[-1]
     size = width if last is None else min(last, width)
     start = width - size  # first step that gets a median
-    if count > NETWORK_MAX:
-        shifted = np.full((*arr.shape[:-1], count, size), np.nan)
-        for k in range(1, count + 1):
-            first = max(start - k * lag, 0)  # earliest source step that exists
-            if first < width - k * lag:
-                shifted[..., k - 1, first + k * lag - start :] = arr[..., first : width - k * lag]
-        flat = shifted.reshape(-1, count, size)
-        return nanmedian_axis1(flat).reshape((*arr.shape[:-1], size))
     planes = []
     for k in range(1, count + 1):
         first = max(start - k * lag, 0)  # earliest source step that exists
@@ -174,17 +166,7 @@ def nanmedian_axis1(values: NDArray[np.float64]) -> NDArray[np.float64]:
     >>> nanmedian_axis1(x).tolist()
     [[2.0, 3.5]]
     """
-    d = values.shape[1]
-    if d <= NETWORK_MAX:
-        return nanmedian_planes([values[:, k, :] for k in range(d)])
-    present = ~np.isnan(values)
-    count = present.sum(axis=1)
-    ordered = np.sort(np.where(present, values, np.inf), axis=1)
-    last = d - 1
-    low = np.take_along_axis(ordered, np.clip((count[:, None, :] - 1) // 2, 0, last), axis=1)
-    high = np.take_along_axis(ordered, np.clip(count[:, None, :] // 2, 0, last), axis=1)
-    median = ((low + high) / 2.0)[:, 0, :]
-    return np.where(count > 0, median, np.nan)
+    return nanmedian_planes([values[:, k, :] for k in range(values.shape[1])])
 
 
 def nanmedian_planes(planes: list[NDArray[np.float64]]) -> NDArray[np.float64]:
@@ -193,8 +175,8 @@ def nanmedian_planes(planes: list[NDArray[np.float64]]) -> NDArray[np.float64]:
     The values at each position are ordered with NaN last (as +inf: inputs are finite or
     NaN) by an odd-even transposition network of ``np.minimum``/``np.maximum``, each step
     on whole contiguous arrays; the median is the mean of the middle one or two present
-    values: the same arithmetic on the same values as ``np.nanmedian``.  Meant for a few
-    arrays (``NETWORK_MAX``): the network does ``len(planes)²/2`` steps.
+    values: the same arithmetic on the same values as ``np.nanmedian``.  The network does
+    ``len(planes)²/2`` steps; beyond ``NETWORK_MAX`` arrays they are stacked and sorted.
 
     Examples
     --------
@@ -202,6 +184,8 @@ def nanmedian_planes(planes: list[NDArray[np.float64]]) -> NDArray[np.float64]:
     array([2., 7.])
     """
     d = len(planes)
+    if d > NETWORK_MAX:
+        return _sorted_nanmedian(np.stack(planes))
     missing = [np.isnan(p) for p in planes]
     gaps = [bool(m.any()) for m in missing]
     count = np.full(planes[0].shape, d, dtype=np.int16)
@@ -221,4 +205,16 @@ def nanmedian_planes(planes: list[NDArray[np.float64]]) -> NDArray[np.float64]:
         if where.any():
             fill = (ordered[(c - 1) // 2] + ordered[c // 2]) / 2.0 if c else np.nan
             median = np.where(where, fill, median)
+    return median
+
+
+def _sorted_nanmedian(stacked: NDArray[np.float64]) -> NDArray[np.float64]:
+    """``nanmedian_planes`` of many arrays stacked on axis 0, by ``np.sort``."""
+    d = stacked.shape[0]
+    present = ~np.isnan(stacked)
+    n_present = present.sum(axis=0)
+    ordered = np.sort(np.where(present, stacked, np.inf), axis=0)
+    low = np.take_along_axis(ordered, np.clip((n_present[None] - 1) // 2, 0, d - 1), axis=0)
+    high = np.take_along_axis(ordered, np.clip(n_present[None] // 2, 0, d - 1), axis=0)
+    median: NDArray[np.float64] = np.where(n_present > 0, ((low + high) / 2.0)[0], np.nan)
     return median
