@@ -1,12 +1,14 @@
-"""The one training loop every network detector runs.
+"""The one training loop every network detector runs, and the report of one ``fit``.
 
 A detector says what one optimisation step and one validation pass are
 (``TrainingHooks.train_step`` / ``TrainingHooks.eval_terms``); this module owns the rest:
 seeded private generators, shuffling into mini-batches, the linear KL warm-up, per-epoch
 averages of the named loss terms (``FitReport.history``), the progress bar and log line,
 divergence checks, early stopping on a validation term once the warm-up is over, and
-restoring the best weights.  Learning-rate schedules and gradient clipping are per step and
-per optimiser, so they stay in the hooks (``clipped_step`` is the shared way to take one).
+restoring the best weights.  ``WindowHooks`` holds what every window detector's hooks start
+from (network, params, generators, training windows, fixed validation noise) and steps its
+learning-rate schedules per epoch.  Optimisers and gradient clipping are per step and per
+optimiser, so they stay in the hooks (``clipped_step`` is the shared way to take one).
 
 The loop draws from the generators in a fixed order (the shuffle once per epoch, then
 whatever the hooks draw per batch), so a seed gives the same weights on every run.
@@ -21,21 +23,92 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import numpy as np
 import torch
+from numpy.typing import NDArray
+from pydantic import BaseModel
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from app.detectors.base import FitReport
 from app.errors import DataError
 
 log = logging.getLogger(__name__)
 
 #: Windows per forward pass when computing validation losses.
 EVAL_CHUNK = 4096
+
+
+@dataclass
+class FitReport:
+    """What one ``fit`` did.
+
+    Attributes
+    ----------
+    epochs_run
+        Epochs actually trained (fewer than asked when early stopping fired).
+    best_epoch
+        1-based epoch whose weights were kept (the one with the lowest validation loss; the
+        last epoch when no validation series was given).
+    best_val_loss
+        Validation loss of the kept weights (NaN without a validation series).
+    history
+        Per-epoch values, one list per named term: ``train_<term>`` and ``val_<term>`` for each
+        loss term (``loss``, ``nll``, ``kl``), plus ``lr`` and ``kl_weight``.
+    seconds
+        Wall-clock seconds spent in ``fit``.
+    n_train_windows, n_val_windows
+        Windows trained / validated on (before augmentation).
+    stopped_early
+        True when early stopping ended training before ``epochs``.
+    """
+
+    epochs_run: int
+    best_epoch: int
+    best_val_loss: float
+    history: dict[str, list[float]] = field(default_factory=dict)
+    seconds: float = 0.0
+    n_train_windows: int = 0
+    n_val_windows: int = 0
+    stopped_early: bool = False
+
+    @property
+    def seconds_per_epoch(self) -> float:
+        """Mean wall-clock seconds per epoch run."""
+        return self.seconds / max(self.epochs_run, 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable copy (non-finite floats become ``None``)."""
+        report: dict[str, Any] = jsonable(asdict(self))
+        return report
+
+
+def jsonable(value: Any) -> Any:
+    """Plain JSON types: numpy scalars/arrays unwrapped, paths as str, NaN/inf as None.
+
+    Examples
+    --------
+    >>> jsonable({"a": np.float32(0.5), "b": [float("nan"), Path("x")]})
+    {'a': 0.5, 'b': [None, 'x']}
+    """
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return jsonable(value.item())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, BaseModel):
+        return jsonable(value.model_dump(mode="json"))
+    return value
 
 
 def kl_weight_at(epoch: int, warmup_epochs: int) -> float:
@@ -190,6 +263,76 @@ class TrainingHooks(ABC):
     @abstractmethod
     def eval_terms(self, kl_weight: float) -> dict[str, float] | None:
         """The validation loss terms (network in eval mode), or None without validation."""
+
+
+class LatentParams(Protocol):
+    """What ``WindowHooks`` reads of a detector's params."""
+
+    @property
+    def latent_dim(self) -> int:
+        """Width of the latent noise drawn per window."""
+        ...
+
+
+NetT = TypeVar("NetT", bound=torch.nn.Module)
+ParamsT = TypeVar("ParamsT", bound=LatentParams)
+
+
+class WindowHooks(TrainingHooks, Generic[NetT, ParamsT]):
+    """Hooks of a detector that trains on windows: the state every step starts from.
+
+    ``xt``/``okt`` hold the training windows and their presence mask on ``device``; ``aug``
+    and ``noise`` are the fit's private augmentation and latent-noise generators.  ``val``
+    stays None until ``set_validation`` sets it to ``(x, ok, *noise)``: the validation
+    windows, their mask and ``VAL_NOISE`` latent-noise tensors ``(n_val, latent_dim)``,
+    drawn once from ``noise`` in that order, so every epoch validates on the same draws.
+
+    Subclasses add their optimisers in ``__init__`` after ``super().__init__`` and put their
+    learning-rate schedules in ``schedules`` (stepped once per epoch, in order; the first
+    one's learning rate is the one recorded in ``history['lr']``).
+    """
+
+    VAL_NOISE: ClassVar[int]
+    schedules: list[torch.optim.lr_scheduler.LRScheduler]
+
+    def __init__(
+        self,
+        net: NetT,
+        params: ParamsT,
+        device: torch.device,
+        aug: torch.Generator,
+        noise: torch.Generator,
+        x_train: NDArray[np.float32],
+        ok_train: NDArray[np.bool_],
+    ) -> None:
+        self.net, self.p, self.device, self.aug, self.noise = net, params, device, aug, noise
+        self.xt = torch.from_numpy(x_train).to(device)
+        self.okt = torch.from_numpy(ok_train).to(device)
+        self.val: tuple[Tensor, ...] | None = None
+
+    def set_validation(
+        self, x_val: NDArray[np.float32] | None, ok_val: NDArray[np.bool_] | None
+    ) -> None:
+        """Keep the validation windows and draw their fixed latent noise (None: no-op)."""
+        if x_val is None or ok_val is None:
+            return
+        # The same latent noise every epoch, so validation losses compare like with like.
+        draws = [
+            torch.randn(x_val.shape[0], self.p.latent_dim, generator=self.noise)
+            for _ in range(self.VAL_NOISE)
+        ]
+        self.val = (
+            torch.from_numpy(x_val).to(self.device),
+            torch.from_numpy(ok_val).to(self.device),
+            *(draw.to(self.device) for draw in draws),
+        )
+
+    def learning_rate(self) -> float:
+        return float(self.schedules[0].optimizer.param_groups[0]["lr"])
+
+    def end_epoch(self) -> None:
+        for schedule in self.schedules:
+            schedule.step()
 
 
 def run_training(

@@ -1,7 +1,9 @@
 """FCVAE: network, loss, augmentation, seeded draws, artifacts and a small end-to-end check.
 
-Everything runs on the CPU with ``FCVAEDetector.tiny_params()``; the trained model is shared
-by the module (one fit of a few seconds).
+CPU only.  The detector tests share one model, trained in a few seconds with
+``FCVAEDetector.tiny_params()`` on the spiky series of ``detector_helpers``.  Seeds, batch
+and thread independence, bad series and broken artifacts are the contract suite's
+(``tests/contract/test_detector_contract.py``), checked there for every detector.
 """
 
 from __future__ import annotations
@@ -33,30 +35,20 @@ from app.detectors.base import (
 )
 from app.detectors.draws import splitmix64, window_normals
 from app.detectors.fcvae import FCVAEDetector, FCVAEParams
-from app.detectors.fcvae.detector import SCORE_CHUNK
 from app.detectors.fcvae.loss import cm_elbo, gaussian_nll
 from app.detectors.fcvae.network import FCVAENetwork, stable_softplus
 from app.detectors.training import kl_weight_at
-from app.errors import ArtifactError, ContractError, DataError, NotFittedError
+from app.errors import ArtifactError, ContractError
+from tests.unit.detector_helpers import (
+    TRAIN_HOURS,
+    W,
+    assert_every_spike_beats_clean_windows,
+    fit_tiny,
+    spiky_series,
+    windows_ending_at,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-W = 24
-TRAIN_HOURS = 24 * 35
-SPIKE_HOURS = np.arange(TRAIN_HOURS + 30, TRAIN_HOURS + 24 * 14, 37)
-
-
-def seasonal(n_hours: int, seed: int, noise: float = 15.0) -> np.ndarray:
-    """Hourly counts with a daily and a weekly cycle plus Gaussian noise."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(n_hours)
-    daily = 300.0 * np.sin(2 * np.pi * t / 24) + 80.0 * np.sin(4 * np.pi * t / 24)
-    weekly = 120.0 * np.sin(2 * np.pi * t / 168)
-    return 1000.0 + daily + weekly + rng.normal(0.0, noise, n_hours)
-
-
-def windows_ending_at(values: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    return np.stack([values[e - W + 1 : e + 1] for e in ends])
 
 
 def tiny_network(**overrides: object) -> FCVAENetwork:
@@ -67,19 +59,12 @@ def tiny_network(**overrides: object) -> FCVAENetwork:
 
 @pytest.fixture(scope="module")
 def series() -> np.ndarray:
-    """35 training days, then 14 days with spikes every 37 hours (+ a few missing hours)."""
-    values = seasonal(TRAIN_HOURS + 24 * 14, seed=3)
-    values[SPIKE_HOURS] += 450.0
-    values[[100, 101, 400]] = np.nan
-    return values
+    return spiky_series()
 
 
 @pytest.fixture(scope="module")
 def fitted(series: np.ndarray) -> FCVAEDetector:
-    detector = FCVAEDetector(FCVAEDetector.tiny_params())
-    val = series[TRAIN_HOURS - 24 * 7 : TRAIN_HOURS]
-    detector.fit(series[: TRAIN_HOURS - 24 * 7], val=val, seed=7, progress=False)
-    return detector
+    return fit_tiny(FCVAEDetector, series)
 
 
 # --- network ----------------------------------------------------------------------------------
@@ -304,15 +289,6 @@ def test_window_normals_depend_on_the_seed_alone() -> None:
 # --- detector ---------------------------------------------------------------------------------
 
 
-def test_not_fitted_errors(tmp_path: Path) -> None:
-    detector = FCVAEDetector(FCVAEDetector.tiny_params())
-    with pytest.raises(NotFittedError):
-        detector.score(np.ones((1, W)), np.zeros(1, dtype=np.int64))
-    with pytest.raises(NotFittedError):
-        detector.save(tmp_path / "m")
-    assert not detector.is_fitted
-
-
 def test_fit_report(fitted: FCVAEDetector) -> None:
     report = fitted.fit_report_
     assert isinstance(report, FitReport)
@@ -325,21 +301,6 @@ def test_fit_report(fitted: FCVAEDetector) -> None:
     assert report.best_val_loss == pytest.approx(report.history["val_loss"][report.best_epoch - 1])
     assert report.seconds > 0 and report.n_train_windows > 500
     json.dumps(report.to_dict())
-
-
-def test_fit_rejects_bad_series() -> None:
-    detector = FCVAEDetector(FCVAEDetector.tiny_params())
-    with pytest.raises(DataError):
-        detector.fit(np.ones((10, 3)), progress=False)
-    with pytest.raises(DataError):
-        detector.fit(np.arange(W, dtype=float), progress=False)  # one window only
-    with pytest.raises(DataError):
-        detector.fit(np.array([1.0, np.inf] * 50), progress=False)
-    log_detector = FCVAEDetector(
-        FCVAEDetector.tiny_params().model_copy(update={"log_transform": True})
-    )
-    with pytest.raises(DataError):
-        log_detector.fit(-np.arange(100, dtype=float), progress=False)
 
 
 def test_score_validates_windows(fitted: FCVAEDetector) -> None:
@@ -373,115 +334,12 @@ def test_scores_with_missing_hours_and_empty_input(
     assert empty.score.shape == (0,)
 
 
-def test_expected_count_tracks_the_series(fitted: FCVAEDetector, series: np.ndarray) -> None:
-    ends = np.arange(TRAIN_HOURS - 24 * 6, TRAIN_HOURS)
-    wins = windows_ending_at(series, ends)
-    details = fitted.score_details(wins, ends.astype(np.int64))
-    error = np.abs(details.expected - wins[:, -1])
-    assert np.median(error) < 0.5 * np.std(wins[:, -1])  # far better than the series mean
-
-
-def test_batch_independence_is_bitwise(fitted: FCVAEDetector, series: np.ndarray) -> None:
-    rng = np.random.default_rng(0)
-    ends = rng.integers(W, series.size, 1000)
-    ends = ends[~np.isnan(series[ends])]
-    wins = windows_ending_at(series, ends)
-    seeds = rng.integers(-(2**63), 2**63 - 1, ends.size, dtype=np.int64)
-    batch = fitted.score_details(wins, seeds)
-    assert ends.size > SCORE_CHUNK  # spans a chunk boundary
-    for i in (0, 1, 17, SCORE_CHUNK - 1, SCORE_CHUNK, ends.size - 1):
-        alone = fitted.score_details(wins[i : i + 1], seeds[i : i + 1])
-        for name in ("score", "expected", "expected_std", "expected_low", "expected_high"):
-            assert np.array_equal(getattr(alone, name), getattr(batch, name)[i : i + 1]), (i, name)
-    # another split of the same windows, in another order
-    order = rng.permutation(ends.size)
-    shuffled = fitted.score(wins[order], seeds[order])
-    assert np.array_equal(shuffled, batch.score[order])
-    assert np.array_equal(fitted.score(wins[300:333], seeds[300:333]), batch.score[300:333])
-
-
-def test_scores_do_not_depend_on_the_thread_count(
-    fitted: FCVAEDetector, series: np.ndarray
-) -> None:
-    ends = np.arange(W + 500, W + 600)
-    wins, seeds = windows_ending_at(series, ends), ends.astype(np.int64)
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        one = fitted.score(wins, seeds)
-        torch.set_num_threads(2)
-        two = fitted.score(wins, seeds)
-    finally:
-        torch.set_num_threads(before)
-    assert np.array_equal(one, two)
-
-
-def test_seed_changes_the_draws_but_not_much_the_score(
-    fitted: FCVAEDetector, series: np.ndarray
-) -> None:
-    ends = np.arange(W + 200, W + 260)
-    wins = windows_ending_at(series, ends)
-    a = fitted.score(wins, ends.astype(np.int64))
-    b = fitted.score(wins, ends.astype(np.int64) + 10_000)
-    assert not np.array_equal(a, b)
-    assert np.corrcoef(a, b)[0, 1] > 0.9
-    assert np.array_equal(a, fitted.score(wins, ends.astype(np.int64)))
-
-
 def test_injected_spike_beats_the_99th_percentile(
     fitted: FCVAEDetector, series: np.ndarray
 ) -> None:
     ends = np.arange(TRAIN_HOURS, series.size)
     scores = fitted.score(windows_ending_at(series, ends), ends.astype(np.int64))
-    is_spike = np.isin(ends, SPIKE_HOURS)
-    # normal hours whose window holds no spike (after a spike the context itself is odd)
-    clean = np.array([not np.isin(np.arange(e - W + 1, e + 1), SPIKE_HOURS).any() for e in ends])
-    threshold = np.percentile(scores[clean], 99)
-    assert (scores[is_spike] > threshold).all(), (scores[is_spike], threshold)
-
-
-def test_same_seed_same_weights_and_scores(series: np.ndarray) -> None:
-    params = FCVAEDetector.tiny_params().model_copy(update={"epochs": 3, "kl_warmup_epochs": 1})
-    train = series[: 24 * 20]
-    a, b, c = (FCVAEDetector(params) for _ in range(3))
-    a.fit(train, seed=5, progress=False)
-    b.fit(train, seed=5, progress=False)
-    c.fit(train, seed=6, progress=False)
-    for part, sd in a.network.state_dicts().items():
-        for key, tensor in sd.items():
-            assert torch.equal(tensor, b.network.state_dicts()[part][key]), (part, key)
-    assert not torch.equal(
-        a.network.state_dicts()["decoder"]["hidden.weight"],
-        c.network.state_dicts()["decoder"]["hidden.weight"],
-    )
-    ends = np.arange(W, 24 * 20)
-    ends = ends[~np.isnan(series[ends])]
-    wins = windows_ending_at(series, ends)
-    assert np.array_equal(a.score(wins, ends), b.score(wins, ends))
-    assert a.fit_report_ is not None and b.fit_report_ is not None
-    assert a.fit_report_.history["train_loss"] == b.fit_report_.history["train_loss"]
-    assert a.fit_report_.best_epoch == a.fit_report_.epochs_run  # no val: last epoch kept
-
-
-def test_a_failed_refit_keeps_the_fitted_model(series: np.ndarray) -> None:
-    detector = FCVAEDetector(FCVAEDetector.tiny_params().model_copy(update={"epochs": 1}))
-    detector.fit(series[: 24 * 10], seed=0, progress=False)
-    ends = np.arange(W, 24 * 4)
-    ends = ends[~np.isnan(series[ends])]
-    wins = windows_ending_at(series, ends)
-    before = detector.score(wins, ends)
-    with pytest.raises(DataError, match="val"):
-        detector.fit(series[: 24 * 10] * 3.0, val=np.full(W, np.nan), progress=False)
-    assert np.array_equal(detector.score(wins, ends), before)
-
-
-def test_fit_leaves_the_global_rng_alone(series: np.ndarray) -> None:
-    params = FCVAEDetector.tiny_params().model_copy(update={"epochs": 1})
-    torch.manual_seed(123)
-    expected = torch.rand(3)
-    torch.manual_seed(123)
-    FCVAEDetector(params).fit(series[: 24 * 10], seed=1, progress=False)
-    assert torch.equal(torch.rand(3), expected)
+    assert_every_spike_beats_clean_windows(scores, ends)
 
 
 def test_log_transform_gives_an_asymmetric_non_negative_band(series: np.ndarray) -> None:
@@ -544,54 +402,6 @@ def test_save_replaces_an_existing_artifact_atomically(
     fitted.save(directory, extra_meta={"version": 2})
     assert json.loads((directory / META_FILE).read_text())["version"] == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]  # no temp dirs left behind
-
-
-def test_artifact_errors(fitted: FCVAEDetector, tmp_path: Path) -> None:
-    with pytest.raises(ArtifactError, match="does not exist"):
-        FCVAEDetector.load(tmp_path / "nowhere")
-    good = tmp_path / "good"
-    fitted.save(good)
-
-    def broken(name: str) -> Path:
-        directory = tmp_path / name
-        directory.mkdir()
-        for f in (META_FILE, WEIGHTS_FILE):
-            (directory / f).write_bytes((good / f).read_bytes())
-        return directory
-
-    no_weights = broken("no_weights")
-    (no_weights / WEIGHTS_FILE).unlink()
-    with pytest.raises(ArtifactError, match=r"weights\.pt is missing"):
-        FCVAEDetector.load(no_weights)
-    no_meta = broken("no_meta")
-    (no_meta / META_FILE).unlink()
-    with pytest.raises(ArtifactError, match=r"meta\.json is missing"):
-        FCVAEDetector.load(no_meta)
-    bad_json = broken("bad_json")
-    (bad_json / META_FILE).write_text("{not json")
-    with pytest.raises(ArtifactError, match="not valid JSON"):
-        FCVAEDetector.load(bad_json)
-
-    def edit_meta(name: str, **changes: object) -> Path:
-        directory = broken(name)
-        meta = json.loads((directory / META_FILE).read_text())
-        meta.update(changes)
-        (directory / META_FILE).write_text(json.dumps(meta))
-        return directory
-
-    with pytest.raises(ArtifactError, match="schema_version"):
-        FCVAEDetector.load(edit_meta("schema", schema_version=SCHEMA_VERSION + 1))
-    with pytest.raises(ArtifactError, match="'vaegan' artifact"):
-        FCVAEDetector.load(edit_meta("other", detector="vaegan"))
-    with pytest.raises(ArtifactError, match="params"):
-        FCVAEDetector.load(edit_meta("params", params={"window": "x"}))
-    wrong_shape = {**fitted.params.model_dump(), "hidden_dim": fitted.params.hidden_dim + 1}
-    with pytest.raises(ArtifactError, match="do not match"):
-        FCVAEDetector.load(edit_meta("shape", params=wrong_shape))
-    corrupt = broken("corrupt")
-    (corrupt / WEIGHTS_FILE).write_bytes(b"garbage")
-    with pytest.raises(ArtifactError, match="cannot be loaded"):
-        FCVAEDetector.load(corrupt)
 
 
 def test_read_artifact_warns_on_another_torch_version(

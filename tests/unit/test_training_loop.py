@@ -5,16 +5,21 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 from torch import Tensor
 
+from app.detectors import base
 from app.detectors.training import (
+    FitReport,
     LoopPlan,
     TrainingHooks,
     TrainingRandomness,
+    WindowHooks,
     run_training,
     seeded_training,
 )
@@ -135,6 +140,57 @@ def test_seeded_training_is_private_and_repeatable() -> None:
         assert torch.equal(torch.rand(2), init)
         assert torch.equal(torch.randperm(5, generator=again.shuffle), drawn)
     assert len(rng.extra) == 2 and rng.extra == again.extra
+
+
+class _Windows(WindowHooks[torch.nn.Linear, Any]):
+    """The least a window detector's hooks add: two noise draws, a schedule."""
+
+    VAL_NOISE = 2
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        optimiser = torch.optim.SGD(self.net.parameters(), lr=0.5)
+        self.schedules = [torch.optim.lr_scheduler.StepLR(optimiser, step_size=1, gamma=0.1)]
+
+    def kl_weight(self, epoch: int) -> float:
+        return 1.0
+
+    def train_step(self, rows: Tensor, kl_weight: float) -> tuple[Mapping[str, Tensor], int]:
+        return {"loss": self.xt[rows].sum()}, rows.shape[0]
+
+    def eval_terms(self, kl_weight: float) -> dict[str, float] | None:
+        return None
+
+
+def test_window_hooks_hold_the_windows_and_draw_validation_noise_in_order() -> None:
+    x = np.arange(12, dtype=np.float32).reshape(4, 3)
+    ok = x > 2
+    aug, noise = torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)
+    params = SimpleNamespace(latent_dim=5)
+    hooks = _Windows(torch.nn.Linear(3, 1), params, torch.device("cpu"), aug, noise, x, ok)
+    assert hooks.p is params and hooks.aug is aug and hooks.noise is noise
+    assert torch.equal(hooks.xt, torch.from_numpy(x))
+    assert torch.equal(hooks.okt, torch.from_numpy(ok))
+    hooks.set_validation(None, None)
+    assert hooks.val is None
+    hooks.set_validation(x[:2], ok[:2])
+    assert hooks.val is not None and len(hooks.val) == 2 + _Windows.VAL_NOISE
+    val_x, val_ok, eps, prior = hooks.val
+    assert torch.equal(val_x, torch.from_numpy(x[:2]))
+    assert torch.equal(val_ok, torch.from_numpy(ok[:2]))
+    same = torch.Generator().manual_seed(2)  # drawn once, from noise, in order: eps then prior
+    assert torch.equal(eps, torch.randn(2, 5, generator=same))
+    assert torch.equal(prior, torch.randn(2, 5, generator=same))
+    assert hooks.learning_rate() == 0.5
+    hooks.schedules[0].optimizer.step()  # an epoch's steps (no gradients: nothing moves)
+    hooks.end_epoch()
+    assert hooks.learning_rate() == pytest.approx(0.05)
+
+
+def test_fit_report_is_also_the_contract_s() -> None:
+    assert base.FitReport is FitReport
+    report = FitReport(epochs_run=2, best_epoch=2, best_val_loss=math.nan, history={"a": [1.0]})
+    assert report.to_dict()["best_val_loss"] is None and report.seconds_per_epoch == 0.0
 
 
 def test_window_cutting_keeps_windows_with_enough_present_steps() -> None:

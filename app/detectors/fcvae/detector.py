@@ -63,7 +63,6 @@ bitwise behaviour is not verified).
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
@@ -75,35 +74,21 @@ from torch import Tensor
 
 from app.detectors.augment import augment_batch
 from app.detectors.base import (
-    FitReport,
+    SCORE_CHUNK,
+    TINY_SCHEDULE,
     NetworkDetector,
     ScoreDetails,
-    as_series,
     validate_windows,
 )
 from app.detectors.cleaning import lagged_median, seasonal_clean, seasonal_profile
 from app.detectors.draws import window_normals
 from app.detectors.fcvae.loss import LOG_2PI, cm_elbo
 from app.detectors.fcvae.network import FCVAENetwork
-from app.detectors.training import (
-    LoopPlan,
-    TrainingHooks,
-    chunked_means,
-    clipped_step,
-    kl_weight_at,
-    log_fit_done,
-    run_training,
-    seeded_training,
-)
-from app.detectors.windows import masked_windows, normalisation_stats
+from app.detectors.training import LoopPlan, WindowHooks, chunked_means, clipped_step, kl_weight_at
 from app.errors import ContractError, DataError
 
 log = logging.getLogger(__name__)
 
-#: Rows per scoring chunk; every chunk (the last one padded) has exactly this many rows.
-#: 128 rather than 512: a stream's micro-batch brings a few hours per combo, and one window
-#: then costs 6 ms instead of 27 ms, for 7 % less peak throughput (bench: chunk sweep).
-SCORE_CHUNK = 128
 #: meta.json keys written by the detector itself; ``extra_meta`` may not override them.
 RESERVED_META_KEYS = frozenset(
     {"detector", "params", "normalisation", "seed", "fit", "schema_version", "versions"}
@@ -192,6 +177,63 @@ class FCVAEParams(BaseModel):
         return self
 
 
+# --- training -----------------------------------------------------------------------------------
+
+
+class _FCVAETraining(WindowHooks[FCVAENetwork, FCVAEParams]):
+    """FCVAE's step for the shared loop: augment, one CM-ELBO step, cosine schedule."""
+
+    VAL_NOISE: ClassVar[int] = 1  # eps
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        p = self.p
+        self.optimiser = torch.optim.Adam(self.net.parameters(), lr=p.lr)
+        self.schedules = [
+            torch.optim.lr_scheduler.CosineAnnealingLR(
+                self.optimiser, T_max=p.epochs, eta_min=p.lr / 100.0
+            )
+        ]
+        self.params_list = list(self.net.parameters())
+
+    def kl_weight(self, epoch: int) -> float:
+        return kl_weight_at(epoch, self.p.kl_warmup_epochs)
+
+    def train_step(self, rows: Tensor, kl_weight: float) -> tuple[Mapping[str, Tensor], int]:
+        p = self.p
+        xb, okb = augment_batch(
+            self.xt[rows],
+            self.okt[rows],
+            self.aug,
+            value_rate=p.value_mutation_rate,
+            pattern_rate=p.pattern_mutation_rate,
+            missing_rate=p.missing_injection_rate,
+            value_min_shift=p.value_mutation_min_sigma,
+            value_max_shift=p.value_mutation_max_sigma,
+        )
+        eps = torch.randn(xb.shape[0], p.latent_dim, generator=self.noise).to(self.device)
+        out = self.net(xb, eps)
+        terms = cm_elbo(
+            xb, out["mu_x"], out["var_x"], out["mu_z"], out["var_z"], okb, kl_weight=kl_weight
+        )
+        clipped_step(self.optimiser, terms["loss"], self.params_list, p.grad_clip)
+        return terms, xb.shape[0]
+
+    def eval_terms(self, kl_weight: float) -> dict[str, float] | None:
+        """Validation loss terms (no augmentation, full KL weight)."""
+        if self.val is None:
+            return None
+        x, ok, eps = self.val
+
+        def forward(sl: slice) -> dict[str, Tensor]:
+            out = self.net(x[sl], eps[sl])
+            return cm_elbo(
+                x[sl], out["mu_x"], out["var_x"], out["mu_z"], out["var_z"], ok[sl], kl_weight=1
+            )
+
+        return chunked_means(x.shape[0], LOSS_TERMS, forward)
+
+
 # --- the detector -------------------------------------------------------------------------------
 
 
@@ -200,27 +242,14 @@ class FCVAEDetector(NetworkDetector):
 
     Score direction: **higher = more anomalous** (negative log-likelihood of the last point).
 
-    Parameters
-    ----------
-    params
-        Hyperparameters (``FCVAEParams()`` when None).
-    device
-        Torch device for training and scoring (``"cpu"``; ``"cuda"`` only when asked and
-        available). Threads are the caller's choice (``torch.set_num_threads``).
-
-    Attributes
-    ----------
-    meta
-        The artifact metadata (after ``fit``: what ``save`` will write; after ``load``: the
-        parsed ``meta.json``, including whatever the caller added).
-    mean_, std_
-        Normalisation statistics of the (transformed) training series.
-    fit_report_
-        The last ``FitReport`` (None after ``load``).
+    Constructed from ``params`` (``FCVAEParams()`` when None) and ``device``; its fitted
+    attributes are those of ``NetworkDetector``, ``mean_``/``std_`` being the statistics of
+    the transformed (and, with ``reference_weeks``, referenced) training series.
     """
 
     name: ClassVar[str] = "fcvae"
     reserved_meta_keys: ClassVar[frozenset[str]] = RESERVED_META_KEYS
+    hooks_class: ClassVar[type[_FCVAETraining]] = _FCVAETraining
 
     params_class: ClassVar[type[BaseModel]] = FCVAEParams
     params: FCVAEParams
@@ -243,17 +272,13 @@ class FCVAEDetector(NetworkDetector):
     def tiny_params() -> FCVAEParams:
         """A small, fast configuration for tests (trains in a few seconds on a CPU)."""
         return FCVAEParams(
+            **TINY_SCHEDULE,
             window=24,
             hidden_dim=48,
             cond_dim=8,
             lfm_dim=16,
             lfm_ff_dim=32,
             n_heads=2,
-            batch_size=64,
-            epochs=12,
-            kl_warmup_epochs=4,
-            patience=4,
-            lr=3e-3,
             mcmc_rounds=3,
             n_samples=8,
             reference_weeks=0,
@@ -267,15 +292,19 @@ class FCVAEDetector(NetworkDetector):
         reference = lagged_median(transformed, lag=self.reference_lag, count=p.reference_weeks)
         return transformed - reference
 
-    def _train_windows(
-        self, series: NDArray[np.float64], what: str, mean: float, std: float
-    ) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
-        """All sliding windows of the network's length with enough present hours, from a
-        series already transformed (and referenced): values (missing → 0) and mask."""
-        p = self.params
-        return masked_windows((series - mean) / std, p.window, p.min_observed_share, what)
-
     # --- training -----------------------------------------------------------------------------
+
+    def _model_series(
+        self, train: NDArray[np.float64], val: NDArray[np.float64] | None
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64] | None]:
+        """The transformed series, minus their reference with ``reference_weeks``; ``val``
+        then follows ``train`` directly: its first weeks take their reference from train."""
+        train_arr = self._transform(train, "train")
+        val_arr = None if val is None else self._transform(val, "val")
+        if self.params.reference_weeks and val_arr is not None:
+            both = self._deviations(np.concatenate([train_arr, val_arr]))
+            return both[: train.shape[0]], both[train.shape[0] :]
+        return self._deviations(train_arr), val_arr
 
     def _build_network(self) -> FCVAENetwork:
         p = self.params
@@ -294,125 +323,22 @@ class FCVAEDetector(NetworkDetector):
             var_floor=p.var_floor,
         )
 
-    def fit(
-        self,
-        train: NDArray[np.float64],
-        *,
-        val: NDArray[np.float64] | None = None,
-        seed: int = 0,
-        progress: bool = True,
-    ) -> FitReport:
-        """Train on a raw hourly count series; early-stop on ``val`` when given.
-
-        Parameters
-        ----------
-        train
-            1-D raw counts on a regular hourly grid, NaN = missing hour. Normalisation
-            statistics come from this series only.
-        val
-            Optional 1-D validation series (same grid rules). Its windows are cut within it
-            (prepend the last ``W − 1`` training hours to validate on its first hours) and
-            scored without augmentation.  With ``reference_weeks``, ``val`` must follow
-            ``train`` directly: its first weeks take their reference from train.  Without
-            ``val``, all ``epochs`` run and the last weights are kept.
-        seed
-            Seeds weight initialisation, shuffling, augmentation, dropout and latent noise,
-            through private generators (the global torch RNG is restored afterwards).
-        progress
-            Show a tqdm progress bar over epochs.
-
-        Returns
-        -------
-        FitReport
-
-        Raises
-        ------
-        DataError
-            The series is not 1-D, holds inf (or negative counts with ``log_transform``),
-            has no present hour, or is too short to give two training windows.
-        """
-        started = time.perf_counter()
-        p = self.params
-        train_arr = self._transform(as_series(train, "train"), "train")
-        train_len = train_arr.shape[0]
-        val_arr = None if val is None else self._transform(as_series(val, "val"), "val")
-        if p.reference_weeks and val_arr is not None:
-            # val follows train: its first weeks take their reference from train's last.
-            both = self._deviations(np.concatenate([train_arr, val_arr]))
-            train_arr, val_arr = both[:train_len], both[train_len:]
-        else:
-            train_arr = self._deviations(train_arr)
-        mean, std = normalisation_stats(train_arr)
-        x_train, ok_train = self._train_windows(train_arr, "train", mean, std)
-        if x_train.shape[0] < 2:
-            raise DataError(
-                f"train gives {x_train.shape[0]} usable windows of {p.window} steps; need >= 2 "
-                f"(series length {train_len}, min_observed_share {p.min_observed_share})"
-            )
-        x_val: NDArray[np.float32] | None = None
-        ok_val: NDArray[np.bool_] | None = None
-        if val_arr is not None:
-            x_val, ok_val = self._train_windows(val_arr, "val", mean, std)
-            if x_val.shape[0] == 0:
-                raise DataError("val gives no usable window; pass a longer validation series")
-
-        with seeded_training(seed, self.device) as rng:
-            net = self._build_network().to(self.device)
-            hooks = _FCVAETraining(net, p, self.device, rng.aug, rng.noise, x_train, ok_train)
-            hooks.set_validation(x_val, ok_val)
-            report = run_training(
-                net,
-                hooks,
-                LoopPlan.from_params(
-                    self.name,
-                    p,
-                    terms=LOSS_TERMS,
-                    monitor="loss",
-                    logged=("loss", "nll", "kl_exact"),
-                    postfix={"loss": "train_loss", "val": "val_loss"},
-                ),
-                n_windows=x_train.shape[0],
-                n_val_windows=0 if x_val is None else x_val.shape[0],
-                rng=rng,
-                device=self.device,
-                progress=progress,
-            )
-        # Fitted state changes only here, once training succeeded.
-        self._net = net.eval()
-        self.mean_, self.std_ = mean, std
-        self.seed_ = int(seed)
-        report.seconds = time.perf_counter() - started
-        self.fit_report_ = report
-        self.meta = self._own_meta()
-        log_fit_done(self.name, report, "val_loss")
-        return report
+    def _loop_plan(self) -> LoopPlan:
+        return LoopPlan.from_params(
+            self.name,
+            self.params,
+            terms=LOSS_TERMS,
+            monitor="loss",
+            logged=("loss", "nll", "kl_exact"),
+            postfix={"loss": "train_loss", "val": "val_loss"},
+        )
 
     # --- scoring ------------------------------------------------------------------------------
 
     def score_details(self, windows: NDArray[np.float64], seeds: NDArray[np.int64]) -> ScoreDetails:
-        """Score the last point of each window (higher = more anomalous), with expectations.
-
-        Parameters
-        ----------
-        windows
-            ``(n, W)`` raw counts, NaN = missing hour; the last point must be present.
-        seeds
-            ``(n,)`` int64, one per window; a window's draws depend on its seed alone.
-
-        Returns
-        -------
-        ScoreDetails
-            ``score`` (negative last-point log-likelihood), ``expected``, ``expected_std``,
-            ``expected_low``, ``expected_high`` (counts), each float64 of shape ``(n,)``.
-
-        Raises
-        ------
-        NotFittedError
-            Before ``fit``/``load``.
-        ContractError
-            Bad shapes, non-integer seeds, inf, a missing last point, or (with
-            ``log_transform``) negative counts.
-        """
+        """``Detector.score_details``: ``score`` is the negative last-point log-likelihood;
+        ``expected`` is the mixture's centre, ``expected_std`` its spread, and the band is
+        ``± band_sigmas`` of it in model units (see the module docstring)."""
         net = self.network
         p = self.params
         arr, seed_arr = validate_windows(windows, seeds, self.window)
@@ -501,83 +427,3 @@ class FCVAEDetector(NetworkDetector):
         if isinstance(raw, dict):  # older artifacts: no cleaning, no reference
             return {"clean_k": None, "reference_weeks": 0, **raw}
         return raw
-
-
-class _FCVAETraining(TrainingHooks):
-    """FCVAE's step for the shared loop: augment, one CM-ELBO step, cosine schedule."""
-
-    def __init__(
-        self,
-        net: FCVAENetwork,
-        params: FCVAEParams,
-        device: torch.device,
-        aug: torch.Generator,
-        noise: torch.Generator,
-        x_train: NDArray[np.float32],
-        ok_train: NDArray[np.bool_],
-    ) -> None:
-        self.net, self.p, self.device, self.aug, self.noise = net, params, device, aug, noise
-        self.optimiser = torch.optim.Adam(net.parameters(), lr=params.lr)
-        self.schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
-            self.optimiser, T_max=params.epochs, eta_min=params.lr / 100.0
-        )
-        self.params_list = list(net.parameters())
-        self.xt = torch.from_numpy(x_train).to(device)
-        self.okt = torch.from_numpy(ok_train).to(device)
-        self.val: tuple[Tensor, Tensor, Tensor] | None = None
-
-    def set_validation(
-        self, x_val: NDArray[np.float32] | None, ok_val: NDArray[np.bool_] | None
-    ) -> None:
-        if x_val is None or ok_val is None:
-            return
-        # The same latent noise every epoch, so validation losses compare like with like.
-        eps_val = torch.randn(x_val.shape[0], self.p.latent_dim, generator=self.noise)
-        self.val = (
-            torch.from_numpy(x_val).to(self.device),
-            torch.from_numpy(ok_val).to(self.device),
-            eps_val.to(self.device),
-        )
-
-    def kl_weight(self, epoch: int) -> float:
-        return kl_weight_at(epoch, self.p.kl_warmup_epochs)
-
-    def learning_rate(self) -> float:
-        return float(self.optimiser.param_groups[0]["lr"])
-
-    def train_step(self, rows: Tensor, kl_weight: float) -> tuple[Mapping[str, Tensor], int]:
-        p = self.p
-        xb, okb = augment_batch(
-            self.xt[rows],
-            self.okt[rows],
-            self.aug,
-            value_rate=p.value_mutation_rate,
-            pattern_rate=p.pattern_mutation_rate,
-            missing_rate=p.missing_injection_rate,
-            value_min_shift=p.value_mutation_min_sigma,
-            value_max_shift=p.value_mutation_max_sigma,
-        )
-        eps = torch.randn(xb.shape[0], p.latent_dim, generator=self.noise).to(self.device)
-        out = self.net(xb, eps)
-        terms = cm_elbo(
-            xb, out["mu_x"], out["var_x"], out["mu_z"], out["var_z"], okb, kl_weight=kl_weight
-        )
-        clipped_step(self.optimiser, terms["loss"], self.params_list, p.grad_clip)
-        return terms, xb.shape[0]
-
-    def end_epoch(self) -> None:
-        self.schedule.step()
-
-    def eval_terms(self, kl_weight: float) -> dict[str, float] | None:
-        """Validation loss terms (no augmentation, full KL weight)."""
-        if self.val is None:
-            return None
-        x, ok, eps = self.val
-
-        def forward(sl: slice) -> dict[str, Tensor]:
-            out = self.net(x[sl], eps[sl])
-            return cm_elbo(
-                x[sl], out["mu_x"], out["var_x"], out["mu_z"], out["var_z"], ok[sl], kl_weight=1
-            )
-
-        return chunked_means(x.shape[0], LOSS_TERMS, forward)

@@ -68,7 +68,6 @@ alone or in any batch.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -82,42 +81,22 @@ from torch import Tensor
 from app.artifacts import META_FILE
 from app.detectors.augment import missing_injection, value_mutation
 from app.detectors.base import (
-    FitReport,
+    SCORE_CHUNK,
+    TINY_SCHEDULE,
     NetworkDetector,
     ScoreDetails,
-    as_series,
     is_finite_number,
     validate_windows,
 )
 from app.detectors.draws import window_normals
-from app.detectors.training import (
-    LoopPlan,
-    TrainingHooks,
-    chunked_means,
-    clipped_step,
-    kl_weight_at,
-    log_fit_done,
-    run_training,
-    seeded_training,
-)
+from app.detectors.training import LoopPlan, WindowHooks, chunked_means, clipped_step, kl_weight_at
 from app.detectors.vaegan.loss import critic_loss, vae_objective
 from app.detectors.vaegan.network import VAEGANNetwork
-from app.detectors.windows import (
-    masked_windows,
-    normalisation_stats,
-    robust_stats,
-    robust_z,
-    scorable_windows,
-)
+from app.detectors.windows import robust_stats, robust_z, scorable_windows
 from app.errors import ArtifactError, ContractError, DataError
 
 log = logging.getLogger(__name__)
 
-#: Rows per scoring chunk; every chunk (the last one padded) has exactly this many rows.
-#: 128 rather than 512: one window (a stream's usual few hours per combo) costs 2.4 ms
-#: instead of 8.7 ms, for about 8 % less peak throughput; on this machine the scores are
-#: the same bit for bit at either size (2,048 demo windows, 2 threads, 2026-12-02).
-SCORE_CHUNK = 128
 #: meta.json keys written by the detector itself; ``extra_meta`` may not override them.
 RESERVED_META_KEYS = frozenset(
     {
@@ -213,6 +192,97 @@ def combine_components(
     return (1.0 - critic_weight) * z_recon + critic_weight * z_critic
 
 
+# --- training -----------------------------------------------------------------------------------
+
+
+class _VAEGANTraining(WindowHooks[VAEGANNetwork, VAEGANParams]):
+    """VAE+GAN's step for the shared loop: a critic step, then a VAE + generator step."""
+
+    VAL_NOISE: ClassVar[int] = 2  # eps, then the prior draws
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        p = self.p
+        self.vae_params = list(self.net.vae_parameters())
+        self.critic_params = list(self.net.critic.parameters())
+        self.opt_vae = torch.optim.Adam(self.vae_params, lr=p.lr)
+        self.opt_critic = torch.optim.Adam(self.critic_params, lr=p.critic_lr, betas=(0.5, 0.999))
+        self.schedules = [
+            torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=p.epochs, eta_min=lr / 100.0)
+            for opt, lr in ((self.opt_vae, p.lr), (self.opt_critic, p.critic_lr))
+        ]
+
+    def kl_weight(self, epoch: int) -> float:
+        return self.p.kl_weight * kl_weight_at(epoch, self.p.kl_warmup_epochs)
+
+    def train_step(self, rows: Tensor, kl_weight: float) -> tuple[Mapping[str, Tensor], int]:
+        p, net = self.p, self.net
+        xb, okb = self.xt[rows], self.okt[rows]
+        if p.missing_injection_rate > 0:
+            xb, okb = missing_injection(xb, okb, p.missing_injection_rate, self.aug)
+        eps = torch.randn(xb.shape[0], p.latent_dim, generator=self.noise).to(self.device)
+        eps_prior = torch.randn(xb.shape[0], p.latent_dim, generator=self.noise).to(self.device)
+        out = net.reconstruct(xb, okb, eps)
+        fakes = torch.cat((out["x_hat"], net.decoder(eps_prior)))
+        fake_ok = torch.cat((okb, okb))
+        # 1) critic step: real windows vs decoded ones (no gradient into the VAE)
+        d_fakes, d_fake_ok = fakes.detach(), fake_ok
+        if p.critic_mutation_rate > 0:
+            mx, mok = value_mutation(
+                xb,
+                okb,
+                p.critic_mutation_rate,
+                self.aug,
+                min_shift=p.critic_mutation_min_sigma,
+                max_shift=p.critic_mutation_max_sigma,
+            )
+            mok[:, -1] = True  # the shifted last value is shown to the critic
+            d_fakes, d_fake_ok = torch.cat((d_fakes, mx)), torch.cat((d_fake_ok, mok))
+        d_loss = critic_loss(net.critic(xb, okb), net.critic(d_fakes, d_fake_ok), p.gan_loss)
+        clipped_step(self.opt_critic, d_loss, self.critic_params, p.grad_clip)
+        # 2) VAE + generator step against the updated critic
+        terms = vae_objective(
+            xb,
+            out["x_hat"],
+            okb,
+            out["mu_z"],
+            out["logvar_z"],
+            net.critic(fakes, fake_ok),
+            kl_weight=kl_weight,
+            adv_weight=p.adv_weight,
+            kind=p.gan_loss,
+        )
+        clipped_step(self.opt_vae, terms["loss"], self.vae_params, p.grad_clip)
+        return {**terms, "critic": d_loss}, xb.shape[0]
+
+    def eval_terms(self, kl_weight: float) -> dict[str, float] | None:
+        """Validation loss terms (no augmentation, the epoch's KL weight)."""
+        if self.val is None:
+            return None
+        p, net = self.p, self.net
+        x, ok, eps, prior = self.val
+
+        def forward(sl: slice) -> dict[str, Tensor]:
+            out = net.reconstruct(x[sl], ok[sl], eps[sl])
+            fakes = torch.cat((out["x_hat"], net.decoder(prior[sl])))
+            fake_logits = net.critic(fakes, torch.cat((ok[sl], ok[sl])))
+            terms = vae_objective(
+                x[sl],
+                out["x_hat"],
+                ok[sl],
+                out["mu_z"],
+                out["logvar_z"],
+                fake_logits,
+                kl_weight=kl_weight,
+                adv_weight=p.adv_weight,
+                kind=p.gan_loss,
+            )
+            terms["critic"] = critic_loss(net.critic(x[sl], ok[sl]), fake_logits, p.gan_loss)
+            return terms
+
+        return chunked_means(x.shape[0], LOSS_TERMS, forward)
+
+
 # --- the detector -------------------------------------------------------------------------------
 
 
@@ -231,31 +301,21 @@ class VAEGANDetector(NetworkDetector):
     Score direction: **higher = more anomalous** (robust z of the last point's reconstruction
     error and of the critic's "not real" verdict, weighted by ``params.critic_weight``).
 
-    Parameters
-    ----------
-    params
-        Hyperparameters (``VAEGANParams()`` when None).
-    device
-        Torch device for training and scoring (``"cpu"``; ``"cuda"`` only when asked and
-        available). Threads are the caller's choice (``torch.set_num_threads``).
+    Constructed from ``params`` (``VAEGANParams()`` when None) and ``device``; besides the
+    fitted attributes of ``NetworkDetector`` it has:
 
     Attributes
     ----------
-    meta
-        The artifact metadata (after ``fit``: what ``save`` will write; after ``load``: the
-        parsed ``meta.json``, including whatever the caller added).
-    mean_, std_
-        Normalisation statistics of the (transformed) training series.
     component_stats_
         ``{"recon": {"median", "scale"}, "critic": {...}}`` of the robust z-scores.
     residual_scale_
         Robust scale of ``x_last − expected`` on the calibration windows (normalised units).
-    fit_report_
-        The last ``FitReport`` (None after ``load``).
     """
 
     name: ClassVar[str] = "vaegan"
     reserved_meta_keys: ClassVar[frozenset[str]] = RESERVED_META_KEYS
+    hooks_class: ClassVar[type[_VAEGANTraining]] = _VAEGANTraining
+    extra_seeds: ClassVar[int] = 1  # the calibration windows' seeds
 
     params_class: ClassVar[type[BaseModel]] = VAEGANParams
     params: VAEGANParams
@@ -271,23 +331,12 @@ class VAEGANDetector(NetworkDetector):
     def tiny_params() -> VAEGANParams:
         """A small, fast configuration for tests (trains in a few seconds on a CPU)."""
         return VAEGANParams(
+            **TINY_SCHEDULE,
             hidden_dim=48,
             critic_hidden_dim=32,
-            batch_size=64,
-            epochs=12,
-            kl_warmup_epochs=4,
-            patience=4,
-            lr=3e-3,
             critic_lr=1e-3,
             n_samples=8,
         )
-
-    def _series_windows(
-        self, series: NDArray[np.float64], what: str
-    ) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
-        """All sliding windows with enough present hours: values (missing → 0) and mask."""
-        p = self.params
-        return masked_windows(self._normalise(series, what), p.window, p.min_observed_share, what)
 
     def _build_network(self) -> VAEGANNetwork:
         p = self.params
@@ -300,104 +349,35 @@ class VAEGANDetector(NetworkDetector):
 
     # --- training -----------------------------------------------------------------------------
 
-    def fit(
-        self,
-        train: NDArray[np.float64],
-        *,
-        val: NDArray[np.float64] | None = None,
-        seed: int = 0,
-        progress: bool = True,
-    ) -> FitReport:
-        """Train on a raw hourly count series; early-stop on ``val`` and calibrate on it.
+    def _model_series(
+        self, train: NDArray[np.float64], val: NDArray[np.float64] | None
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64] | None]:
+        """The transformed series."""
+        return self._transform(train, "train"), None if val is None else self._transform(val, "val")
 
-        Parameters
-        ----------
-        train
-            1-D raw counts on a regular hourly grid, NaN = missing hour. Normalisation
-            statistics come from this series only.
-        val
-            Optional 1-D validation series (same grid rules; labelled hours already NaN).
-            Its windows are cut within it; they drive early stopping (reconstruction loss)
-            and then ``calibrate_components`` (windows whose last hour is present). Without
-            it, all ``epochs`` run, the last weights are kept and the components are
-            calibrated on the training windows (logged as a warning).
-        seed
-            Seeds weight initialisation, shuffling, augmentation and latent noise through
-            private generators (the global torch RNG is restored afterwards), and the
-            calibration windows' seeds.
-        progress
-            Show a tqdm progress bar over epochs.
+    def _loop_plan(self) -> LoopPlan:
+        return LoopPlan.from_params(
+            self.name,
+            self.params,
+            terms=LOSS_TERMS,
+            monitor="recon",
+            postfix={"recon": "train_recon", "val": "val_recon", "critic": "train_critic"},
+            stop_on_divergence=True,
+        )
 
-        Returns
-        -------
-        FitReport
-            ``history`` holds ``train_<term>``/``val_<term>`` for ``loss``, ``recon``,
-            ``kl``, ``adv`` and ``critic``, plus ``kl_weight``, ``lr`` and ``epoch_seconds``;
-            ``best_val_loss`` is the best validation reconstruction loss.
-
-        Raises
-        ------
-        DataError
-            The series is not 1-D, holds inf (or negative counts with ``log_transform``),
-            has no present hour, or is too short to give two training windows.
-        """
-        started = time.perf_counter()
-        p = self.params
-        train_arr = as_series(train, "train")
-        mean, std = normalisation_stats(self._transform(train_arr[~np.isnan(train_arr)], "train"))
-        self.mean_, self.std_ = mean, std
-        x_train, ok_train = self._series_windows(train_arr, "train")
-        if x_train.shape[0] < 2:
-            raise DataError(
-                f"train gives {x_train.shape[0]} usable windows of {p.window} steps; need >= 2 "
-                f"(series length {train_arr.shape[0]}, min_observed_share {p.min_observed_share})"
-            )
-        val_arr: NDArray[np.float64] | None = None
-        x_val: NDArray[np.float32] | None = None
-        ok_val: NDArray[np.bool_] | None = None
-        if val is not None:
-            val_arr = as_series(val, "val")
-            x_val, ok_val = self._series_windows(val_arr, "val")
-            if x_val.shape[0] == 0:
-                raise DataError("val gives no usable window; pass a longer validation series")
-
-        with seeded_training(seed, self.device, n_extra=1) as rng:
-            net = self._build_network().to(self.device)
-            hooks = _VAEGANTraining(net, p, self.device, rng.aug, rng.noise, x_train, ok_train)
-            hooks.set_validation(x_val, ok_val)
-            report = run_training(
-                net,
-                hooks,
-                LoopPlan.from_params(
-                    self.name,
-                    p,
-                    terms=LOSS_TERMS,
-                    monitor="recon",
-                    postfix={"recon": "train_recon", "val": "val_recon", "critic": "train_critic"},
-                    stop_on_divergence=True,
-                ),
-                n_windows=x_train.shape[0],
-                n_val_windows=0 if x_val is None else x_val.shape[0],
-                rng=rng,
-                device=self.device,
-                progress=progress,
-            )
-        (calib_seed,) = rng.extra
-        self._net = net.eval()
-        self.seed_ = int(seed)
-        self.fit_report_ = report
-
-        source = "val" if val_arr is not None else "train"
-        calib_series = val_arr if val_arr is not None else train_arr
+    def _after_fit(
+        self, train: NDArray[np.float64], val: NDArray[np.float64] | None, seeds: tuple[int, ...]
+    ) -> None:
+        """Calibrate the components on ``val``'s windows (the training windows without it),
+        their seeds counting up from the fit's extra seed."""
+        (calib_seed,) = seeds
+        source = "val" if val is not None else "train"
+        calib_series = val if val is not None else train
         if source == "train":
             log.warning("vaegan fit without val: calibrating the components on training windows")
         windows = self._calibration_windows(calib_series)
-        seeds = calib_seed % (1 << 31) + np.arange(windows.shape[0], dtype=np.int64)
-        self.calibrate_components(windows, seeds, source=source)
-        report.seconds = time.perf_counter() - started
-        self.meta = self._own_meta()
-        log_fit_done(self.name, report, "val_recon")
-        return report
+        window_seeds = calib_seed % (1 << 31) + np.arange(windows.shape[0], dtype=np.int64)
+        self.calibrate_components(windows, window_seeds, source=source)
 
     def _calibration_windows(self, series: NDArray[np.float64]) -> NDArray[np.float64]:
         """Raw windows of ``series`` with the last hour present and enough present hours."""
@@ -595,31 +575,10 @@ class VAEGANDetector(NetworkDetector):
         return {name: robust_z(raw[name], stats[name]) for name in COMPONENTS}
 
     def score_details(self, windows: NDArray[np.float64], seeds: NDArray[np.int64]) -> ScoreDetails:
-        """Score the last point of each window (higher = more anomalous), with expectations.
-
-        Parameters
-        ----------
-        windows
-            ``(n, W)`` raw counts, NaN = missing hour; the last point must be present.
-        seeds
-            ``(n,)`` int64, one per window; a window's draws depend on its seed alone.
-
-        Returns
-        -------
-        ScoreDetails
-            ``score`` = ``(1 − w)·z_recon + w·z_critic``; ``expected`` (mean reconstruction
-            of the last point), ``expected_std`` (``√(spread² + residual_scale²)``),
-            ``expected_low``/``expected_high`` (``± band_sigmas·expected_std``, never below
-            0), all in counts, each float64 of shape ``(n,)``.
-
-        Raises
-        ------
-        NotFittedError
-            Before ``fit``/``load``.
-        ContractError
-            Bad shapes, non-integer seeds, inf, a missing last point, or (with
-            ``log_transform``) negative counts.
-        """
+        """``Detector.score_details``: ``score`` = ``(1 − w)·z_recon + w·z_critic``;
+        ``expected`` is the mean reconstruction of the last point, ``expected_std``
+        ``√(spread² + residual_scale²)`` and the band ``± band_sigmas·expected_std`` (never
+        below 0), all in counts."""
         raw = self._raw(windows, seeds)
         if raw["last"].shape[0] == 0:
             empty = np.empty(0, dtype=np.float64)
@@ -675,124 +634,3 @@ class VAEGANDetector(NetworkDetector):
         self.calibration_info_ = {
             k: combination[k] for k in ("source", "n_windows") if k in combination
         }
-
-
-class _VAEGANTraining(TrainingHooks):
-    """VAE+GAN's step for the shared loop: a critic step, then a VAE + generator step."""
-
-    def __init__(
-        self,
-        net: VAEGANNetwork,
-        params: VAEGANParams,
-        device: torch.device,
-        aug: torch.Generator,
-        noise: torch.Generator,
-        x_train: NDArray[np.float32],
-        ok_train: NDArray[np.bool_],
-    ) -> None:
-        self.net, self.p, self.device, self.aug, self.noise = net, params, device, aug, noise
-        self.vae_params = list(net.vae_parameters())
-        self.critic_params = list(net.critic.parameters())
-        self.opt_vae = torch.optim.Adam(self.vae_params, lr=params.lr)
-        self.opt_critic = torch.optim.Adam(
-            self.critic_params, lr=params.critic_lr, betas=(0.5, 0.999)
-        )
-        self.schedules = [
-            torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=params.epochs, eta_min=lr / 100.0)
-            for opt, lr in ((self.opt_vae, params.lr), (self.opt_critic, params.critic_lr))
-        ]
-        self.xt = torch.from_numpy(x_train).to(device)
-        self.okt = torch.from_numpy(ok_train).to(device)
-        self.val: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
-
-    def set_validation(
-        self, x_val: NDArray[np.float32] | None, ok_val: NDArray[np.bool_] | None
-    ) -> None:
-        if x_val is None or ok_val is None:
-            return
-        # The same latent noise every epoch, so validation losses compare like with like.
-        eps_val = torch.randn(x_val.shape[0], self.p.latent_dim, generator=self.noise)
-        prior_val = torch.randn(x_val.shape[0], self.p.latent_dim, generator=self.noise)
-        self.val = (
-            torch.from_numpy(x_val).to(self.device),
-            torch.from_numpy(ok_val).to(self.device),
-            eps_val.to(self.device),
-            prior_val.to(self.device),
-        )
-
-    def kl_weight(self, epoch: int) -> float:
-        return self.p.kl_weight * kl_weight_at(epoch, self.p.kl_warmup_epochs)
-
-    def learning_rate(self) -> float:
-        return float(self.opt_vae.param_groups[0]["lr"])
-
-    def train_step(self, rows: Tensor, kl_weight: float) -> tuple[Mapping[str, Tensor], int]:
-        p, net = self.p, self.net
-        xb, okb = self.xt[rows], self.okt[rows]
-        if p.missing_injection_rate > 0:
-            xb, okb = missing_injection(xb, okb, p.missing_injection_rate, self.aug)
-        eps = torch.randn(xb.shape[0], p.latent_dim, generator=self.noise).to(self.device)
-        eps_prior = torch.randn(xb.shape[0], p.latent_dim, generator=self.noise).to(self.device)
-        out = net.reconstruct(xb, okb, eps)
-        fakes = torch.cat((out["x_hat"], net.decoder(eps_prior)))
-        fake_ok = torch.cat((okb, okb))
-        # 1) critic step: real windows vs decoded ones (no gradient into the VAE)
-        d_fakes, d_fake_ok = fakes.detach(), fake_ok
-        if p.critic_mutation_rate > 0:
-            mx, mok = value_mutation(
-                xb,
-                okb,
-                p.critic_mutation_rate,
-                self.aug,
-                min_shift=p.critic_mutation_min_sigma,
-                max_shift=p.critic_mutation_max_sigma,
-            )
-            mok[:, -1] = True  # the shifted last value is shown to the critic
-            d_fakes, d_fake_ok = torch.cat((d_fakes, mx)), torch.cat((d_fake_ok, mok))
-        d_loss = critic_loss(net.critic(xb, okb), net.critic(d_fakes, d_fake_ok), p.gan_loss)
-        clipped_step(self.opt_critic, d_loss, self.critic_params, p.grad_clip)
-        # 2) VAE + generator step against the updated critic
-        terms = vae_objective(
-            xb,
-            out["x_hat"],
-            okb,
-            out["mu_z"],
-            out["logvar_z"],
-            net.critic(fakes, fake_ok),
-            kl_weight=kl_weight,
-            adv_weight=p.adv_weight,
-            kind=p.gan_loss,
-        )
-        clipped_step(self.opt_vae, terms["loss"], self.vae_params, p.grad_clip)
-        return {**terms, "critic": d_loss}, xb.shape[0]
-
-    def end_epoch(self) -> None:
-        for schedule in self.schedules:
-            schedule.step()
-
-    def eval_terms(self, kl_weight: float) -> dict[str, float] | None:
-        """Validation loss terms (no augmentation, the epoch's KL weight)."""
-        if self.val is None:
-            return None
-        p, net = self.p, self.net
-        x, ok, eps, prior = self.val
-
-        def forward(sl: slice) -> dict[str, Tensor]:
-            out = net.reconstruct(x[sl], ok[sl], eps[sl])
-            fakes = torch.cat((out["x_hat"], net.decoder(prior[sl])))
-            fake_logits = net.critic(fakes, torch.cat((ok[sl], ok[sl])))
-            terms = vae_objective(
-                x[sl],
-                out["x_hat"],
-                ok[sl],
-                out["mu_z"],
-                out["logvar_z"],
-                fake_logits,
-                kl_weight=kl_weight,
-                adv_weight=p.adv_weight,
-                kind=p.gan_loss,
-            )
-            terms["critic"] = critic_loss(net.critic(x[sl], ok[sl]), fake_logits, p.gan_loss)
-            return terms
-
-        return chunked_means(x.shape[0], LOSS_TERMS, forward)
