@@ -126,6 +126,7 @@ def evaluate(
                 n_inject=n_inject,
                 copies=int(rule.get("n_injected_copies", 1)),
                 ties=rule.get("ties", "highest"),
+                events_per_week=rule.get("expected_events_per_week"),
             )
         except DataError as exc:  # e.g. too little history for its seasonal reference
             log.warning("combo=%s: seasonal baseline not evaluated: %s", combo, exc)

@@ -247,6 +247,12 @@ class ValidationSet:
     clean: NDArray[np.bool_]  # real copy, no label: what calibrators are fitted on
     n_real: int
     n_injected_events: int
+    copies: int = 1
+
+    def false_alarm_weight(self, timebase: TimeBase, events_per_week: float | None) -> float:
+        """``false_alarm_weight`` of these copies' injected events."""
+        per_copy = self.n_injected_events / max(self.copies, 1)
+        return false_alarm_weight(per_copy, self.n_real, timebase, events_per_week)
 
 
 GAP = 24
@@ -258,6 +264,38 @@ DEFAULT_TIES: Ties = "highest"  # which of equally good validation thresholds to
 DEFAULT_INJECT_COPIES = 8
 #: Synthetic spikes and dips injected into each validation copy.
 DEFAULT_N_INJECT = 12
+#: How many anomalies a week the threshold objective assumes the stream meets: 12 per 4
+#: weeks, the density of the injected events on the demo's 4-week validation split. Where a
+#: validation split spans days rather than weeks (1- and 5-minute series), its 12 injected
+#: events are far denser than that, and an objective that counts them against false alarms
+#: one for one would buy recall with false alarms the stream then meets every day: there
+#: each false alarm weighs as many times more as the injections are denser
+#: (``false_alarm_weight``; TECHNICAL.md "Real data").
+DEFAULT_EVENTS_PER_WEEK = 3.0
+
+
+def false_alarm_weight(
+    injected_per_copy: float, n_steps: int, timebase: TimeBase, events_per_week: float | None
+) -> float:
+    """How many times a validation false alarm counts against an injected event: the
+    injected events' density over the ``events_per_week`` the stream is expected to meet
+    (never below 1; ``None`` or 0: 1).
+
+    The expected count over ``n_steps`` is rounded to a whole number (at least 1), so a
+    validation split of about 4 weeks with 12 injected events keeps the plain F1.
+
+    Examples
+    --------
+    >>> hourly, five_min = TimeBase(3600), TimeBase(300)
+    >>> false_alarm_weight(12, 666, hourly, 3.0)  # the demo: 27.75 days, 12 events expected
+    1.0
+    >>> false_alarm_weight(12, 2196, five_min, 3.0)  # 7.6 days of 5-minute steps: 3 expected
+    4.0
+    """
+    if not events_per_week or injected_per_copy <= 0:
+        return 1.0
+    expected = max(1, round(events_per_week * n_steps / timebase.week))
+    return max(1.0, injected_per_copy / expected)
 
 
 def noise_scale(values: NDArray[np.float64]) -> float:
@@ -378,6 +416,7 @@ def validation_set(
         ),
         n_real=n,
         n_injected_events=n_injected,
+        copies=copies,
     )
 
 
@@ -417,9 +456,11 @@ def best_threshold(
     min_precision: float | None = None,
     ties: Ties = DEFAULT_TIES,
     max_flag_share: float | None = DEFAULT_ALARM_BUDGET,
+    false_alarm_weight: float = 1.0,
 ) -> Any:
     """The threshold on ``scores`` (aligned with ``vset``) that maximises ``objective``,
-    within the alarm budget on the clean validation steps (``None``: no budget)."""
+    within the alarm budget on the clean validation steps (``None``: no budget), each false
+    alarm counted ``false_alarm_weight`` times."""
     return choose_threshold(
         scores,
         vset.labels,
@@ -431,7 +472,16 @@ def best_threshold(
         ties=ties,
         clean=None if max_flag_share is None else vset.clean,
         max_flag_share=max_flag_share,
+        false_alarm_weight=false_alarm_weight,
     )
+
+
+def _weighting_record(events_per_week: float | None, fa_weight: float) -> dict[str, Any]:
+    """What a decision records of its false-alarm weighting: nothing where the weight is 1
+    (the plain event F1, as every decision made before it had)."""
+    if fa_weight == 1.0:
+        return {}
+    return {"expected_events_per_week": events_per_week, "false_alarm_weight": fa_weight}
 
 
 def calibrate_scores(
@@ -446,12 +496,14 @@ def calibrate_scores(
     ties: Ties = DEFAULT_TIES,
     max_flag_share: float | None = DEFAULT_ALARM_BUDGET,
     max_flags_per_day: float | None = DEFAULT_MAX_FLAGS_PER_DAY,
+    events_per_week: float | None = DEFAULT_EVENTS_PER_WEEK,
 ) -> tuple[Decision, dict[str, Any]]:
     """Fit a calibrator and choose a threshold on the validation split only.
 
     The calibrator is fitted on clean validation hours (no label, no injection); the
-    threshold maximises ``objective`` over the real and the injected copy (see
-    ``validation_set``).
+    threshold maximises ``objective`` over the real and the injected copies (see
+    ``validation_set``), each false alarm weighted by how much denser the injected events
+    are than ``events_per_week`` (``false_alarm_weight``; ``None``: unweighted).
 
     Returns
     -------
@@ -464,6 +516,7 @@ def calibrate_scores(
     calibrator = EmpiricalCalibrator().fit(vset.raw[vset.clean])
     calibrated = calibrator.transform(vset.raw)
     step_hours = series.step_seconds / 3600
+    fa_weight = vset.false_alarm_weight(series.timebase, events_per_week)
     choice = best_threshold(
         calibrated,
         vset,
@@ -472,6 +525,7 @@ def calibrate_scores(
         min_precision=min_precision,
         ties=ties,
         max_flag_share=max_flag_share,
+        false_alarm_weight=fa_weight,
     )
     real_raw = vset.raw[: vset.n_real]
     finite = real_raw[np.isfinite(real_raw)]
@@ -490,6 +544,7 @@ def calibrate_scores(
             "alarm_budget": max_flag_share,
             "alarm_budget_per_day": max_flags_per_day,
             "operating_point": choice.operating_point,
+            **_weighting_record(events_per_week, fa_weight),
         },
     )
     cal_real = calibrated[: vset.n_real]
@@ -516,6 +571,7 @@ def fit_ensemble(
     ties: Ties = DEFAULT_TIES,
     max_flag_share: float | None = DEFAULT_ALARM_BUDGET,
     max_flags_per_day: float | None = DEFAULT_MAX_FLAGS_PER_DAY,
+    events_per_week: float | None = DEFAULT_EVENTS_PER_WEEK,
 ) -> dict[str, Any]:
     """Choose how to merge the calibrated scores of one combo's detectors, on validation only.
 
@@ -543,6 +599,7 @@ def fit_ensemble(
         )
         calibrated[name] = Decision.from_dict(detector.meta["decision"]).calibrate(vset.raw)
     step_hours = series.step_seconds / 3600
+    fa_weight = vset.false_alarm_weight(series.timebase, events_per_week)
     tried = []
     for candidate in candidate_settings():
         combined = combine_calibrated(calibrated, candidate)
@@ -554,6 +611,7 @@ def fit_ensemble(
             min_precision=min_precision,
             ties=ties,
             max_flag_share=max_flag_share,
+            false_alarm_weight=fa_weight,
         )
         tried.append(
             {
@@ -573,6 +631,7 @@ def fit_ensemble(
         **best,
         "alarm_budget": max_flag_share,
         "alarm_budget_per_day": max_flags_per_day,
+        **_weighting_record(events_per_week, fa_weight),
         "objective": objective,
         "chosen_on": "val (real + injected)",
         "candidates": tried,

@@ -33,6 +33,7 @@ from app.data import check_min_length
 from app.errors import AnomalyError, DataError
 from app.pipeline import (
     DEFAULT_ALARM_BUDGET,
+    DEFAULT_EVENTS_PER_WEEK,
     DEFAULT_INJECT_COPIES,
     DEFAULT_MAX_FLAGS_PER_DAY,
     DEFAULT_N_INJECT,
@@ -169,6 +170,16 @@ def build_parser(
         default=DEFAULT_INJECT_COPIES,
         help="copies of the validation split, each with its own injected spikes/dips, that "
         "thresholds are chosen on (with the split as it is)",
+    )
+    model.add_argument(
+        "--events-per-week",
+        type=float,
+        default=DEFAULT_EVENTS_PER_WEEK,
+        help="anomalies a week the threshold objective assumes the stream meets (12 per 4 "
+        "weeks); where the injected events are denser (a validation split of days, as 1- "
+        "and 5-minute series have), each validation false alarm weighs as many times more, "
+        "so the threshold is not pulled down by events the stream will not meet that often; "
+        "0 = count false alarms one for one",
     )
     model.add_argument(
         "--threshold-ties",
@@ -331,6 +342,7 @@ def calibration_kwargs(config: TrainConfig) -> dict[str, Any]:
         "ties": config.threshold_ties,
         "max_flag_share": config.alarm_budget,
         "max_flags_per_day": config.alarm_budget_per_day,
+        "events_per_week": config.events_per_week or None,
     }
 
 

@@ -27,7 +27,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from app import PROJECT_ROOT
-from app.pipeline import DEFAULT_INJECT_COPIES, DEFAULT_N_INJECT, DEFAULT_TIES
+from app.pipeline import (
+    DEFAULT_EVENTS_PER_WEEK,
+    DEFAULT_INJECT_COPIES,
+    DEFAULT_N_INJECT,
+    DEFAULT_TIES,
+)
 from app.postprocess.threshold import (
     DEFAULT_ALARM_BUDGET,
     DEFAULT_MAX_FLAGS_PER_DAY,
@@ -71,6 +76,7 @@ class TrainConfig(BaseModel):
     # thresholds (validation only)
     n_inject: int = Field(DEFAULT_N_INJECT, ge=0)
     inject_copies: int = Field(DEFAULT_INJECT_COPIES, ge=1)
+    events_per_week: float = Field(DEFAULT_EVENTS_PER_WEEK, ge=0.0)
     threshold_ties: Ties = DEFAULT_TIES
     alarm_budget: float = Field(DEFAULT_ALARM_BUDGET, ge=0.0, le=1.0)
     alarm_budget_per_day: float | None = Field(DEFAULT_MAX_FLAGS_PER_DAY, ge=0.0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Any, Literal
 
 import numpy as np
@@ -245,6 +246,119 @@ def _candidates(finite_scores: NDArray[np.float64], max_candidates: int) -> NDAr
     return np.unique(np.quantile(unique, levels, method="nearest"))
 
 
+def _check_options(
+    objective: str,
+    min_precision: float | None,
+    max_false_alarms_per_day: float | None,
+    step_hours: float,
+    max_candidates: int,
+    ties: str,
+    false_alarm_weight: float,
+) -> None:
+    """Refuse options ``choose_threshold`` cannot work with, naming the bad value."""
+    if objective not in _OBJECTIVES:
+        raise ContractError(f"objective must be one of {_OBJECTIVES}, got {objective!r}")
+    if min_precision is not None and not 0.0 <= min_precision <= 1.0:
+        raise ContractError(f"min_precision must be in [0, 1], got {min_precision!r}")
+    if max_false_alarms_per_day is not None and not max_false_alarms_per_day >= 0:
+        raise ContractError(
+            f"max_false_alarms_per_day must be >= 0, got {max_false_alarms_per_day!r}"
+        )
+    if not step_hours > 0:
+        raise ContractError(f"step_hours must be > 0, got {step_hours!r}")
+    if max_candidates < 2:
+        raise ContractError(f"max_candidates must be >= 2, got {max_candidates}")
+    if ties not in TIES:
+        raise ContractError(f"ties must be one of {TIES}, got {ties!r}")
+    if not (np.isfinite(false_alarm_weight) and false_alarm_weight > 0):
+        raise ContractError(f"false_alarm_weight must be > 0, got {false_alarm_weight!r}")
+
+
+def _budget(
+    s: NDArray[np.float64],
+    y: NDArray[np.bool_],
+    usable: NDArray[np.bool_],
+    clean: ArrayLike | None,
+    max_flag_share: float | None,
+) -> tuple[NDArray[np.bool_], float | None]:
+    """The clean steps the alarm budget counts, and the budget's threshold (``None``: no
+    budget)."""
+    if (clean is None) != (max_flag_share is None):
+        raise ContractError("clean and max_flag_share go together (the alarm budget)")
+    if max_flag_share is None:
+        return np.zeros(s.shape[0], dtype=bool), None
+    if not 0.0 <= max_flag_share < 1.0:
+        raise ContractError(f"max_flag_share must be in [0, 1), got {max_flag_share!r}")
+    c = np.asarray(clean).astype(bool)
+    if c.shape != s.shape:
+        raise ContractError(f"clean has shape {c.shape}, expected {s.shape}")
+    clean_mask = c & usable & ~y
+    if not clean_mask.any():
+        raise DataError("choose_threshold: the alarm budget needs clean validation steps")
+    return clean_mask, budget_threshold(s[clean_mask], max_flag_share)
+
+
+def weighted_event_f1(
+    detected: int, n_events: int, false_alarms: int, false_alarm_weight: float = 1.0
+) -> float | None:
+    """Event F1 with each false alarm counted ``false_alarm_weight`` times:
+    ``2·TP / (2·TP + w·FP + FN)`` (``None`` where there is nothing to count).
+
+    With ``w = 1`` it is the plain event F1.  A weight above 1 says the validation data holds
+    ``w`` times more events than the stream is expected to meet (injected spikes and dips
+    are dense), so each false alarm costs as much as it would at the expected rate.
+
+    Examples
+    --------
+    >>> weighted_event_f1(3, 4, 2), round(weighted_event_f1(3, 4, 2, 4.0), 4)
+    (0.6666666666666666, 0.4)
+    """
+    den = 2 * detected + false_alarm_weight * false_alarms + (n_events - detected)
+    return None if den == 0 else 2 * detected / den
+
+
+def _rank_candidates(
+    s: NDArray[np.float64],
+    y: NDArray[np.bool_],
+    v: NDArray[np.bool_],
+    events: list[tuple[int, int]],
+    candidates: NDArray[np.float64],
+    *,
+    objective: str,
+    min_precision: float | None,
+    max_false_alarms_per_day: float | None,
+    days: float,
+    false_alarm_weight: float,
+) -> tuple[NDArray[np.float64], list[float | None]]:
+    """Each candidate's objective value, and its rank (NaN where it breaks a constraint)."""
+    ranks = np.full(candidates.size, np.nan)
+    values: list[float | None] = []
+    for i, threshold in enumerate(candidates):
+        flags = flags_from_scores(s, float(threshold))
+        em = event_metrics(flags, events, y, v)
+        precision = em["precision"]
+        if objective == "point_f1":
+            pm = point_metrics(flags, y, v)
+            value, precision = pm["f1"], pm["precision"]
+        elif objective == "event_f1":
+            value = weighted_event_f1(
+                em["detected"], em["n_events"], em["false_alarms"], false_alarm_weight
+            )
+        else:
+            value = em["recall"]
+        values.append(value)
+        if min_precision is not None and (precision is None or precision < min_precision):
+            continue
+        if (
+            max_false_alarms_per_day is not None
+            and days > 0
+            and em["false_alarms"] / days > max_false_alarms_per_day
+        ):
+            continue
+        ranks[i] = -np.inf if value is None else value
+    return ranks, values
+
+
 def choose_threshold(
     scores: ArrayLike,
     labels: ArrayLike,
@@ -259,6 +373,7 @@ def choose_threshold(
     ties: Ties = "highest",
     clean: ArrayLike | None = None,
     max_flag_share: float | None = None,
+    false_alarm_weight: float = 1.0,
 ) -> ThresholdChoice:
     """Pick the threshold that maximises ``objective`` on labelled validation data.
 
@@ -297,6 +412,10 @@ def choose_threshold(
     clean, max_flag_share
         The alarm budget: boolean mask of clean validation steps, and the largest share of
         them a threshold may flag (for example 0.005). Both or neither.
+    false_alarm_weight
+        ``"event_f1"`` counts each false-alarm run this many times
+        (:func:`weighted_event_f1`): how much denser the labelled (injected) events are
+        than the events the detector is expected to meet. 1 = plain event F1.
 
     Raises
     ------
@@ -312,20 +431,15 @@ def choose_threshold(
     >>> choice.threshold, choice.value
     (0.5, 1.0)
     """
-    if objective not in _OBJECTIVES:
-        raise ContractError(f"objective must be one of {_OBJECTIVES}, got {objective!r}")
-    if min_precision is not None and not 0.0 <= min_precision <= 1.0:
-        raise ContractError(f"min_precision must be in [0, 1], got {min_precision!r}")
-    if max_false_alarms_per_day is not None and not max_false_alarms_per_day >= 0:
-        raise ContractError(
-            f"max_false_alarms_per_day must be >= 0, got {max_false_alarms_per_day!r}"
-        )
-    if not step_hours > 0:
-        raise ContractError(f"step_hours must be > 0, got {step_hours!r}")
-    if max_candidates < 2:
-        raise ContractError(f"max_candidates must be >= 2, got {max_candidates}")
-    if ties not in TIES:
-        raise ContractError(f"ties must be one of {TIES}, got {ties!r}")
+    _check_options(
+        objective,
+        min_precision,
+        max_false_alarms_per_day,
+        step_hours,
+        max_candidates,
+        ties,
+        false_alarm_weight,
+    )
     s = np.asarray(scores, dtype=np.float64)
     y = np.asarray(labels).astype(bool)
     if s.ndim != 1 or y.shape != s.shape:
@@ -342,60 +456,105 @@ def choose_threshold(
             "choose_threshold: no labelled anomaly at a valid position; inject synthetic "
             "anomalies or use threshold_for_false_alarm_rate"
         )
-    if (clean is None) != (max_flag_share is None):
-        raise ContractError("clean and max_flag_share go together (the alarm budget)")
-    budget: float | None = None
-    clean_scores = np.empty(0)
-    if max_flag_share is not None:
-        if not 0.0 <= max_flag_share < 1.0:
-            raise ContractError(f"max_flag_share must be in [0, 1), got {max_flag_share!r}")
-        c = np.asarray(clean).astype(bool)
-        if c.shape != s.shape:
-            raise ContractError(f"clean has shape {c.shape}, expected {s.shape}")
-        clean_mask = c & usable & ~y
-        clean_scores = s[clean_mask]
-        if clean_scores.size == 0:
-            raise DataError("choose_threshold: the alarm budget needs clean validation steps")
-        budget = budget_threshold(clean_scores, max_flag_share)
+    clean_mask, budget = _budget(s, y, usable, clean, max_flag_share)
     candidates = _candidates(s[usable], max_candidates)
     if budget is not None:
         candidates = np.unique(np.append(candidates[candidates >= budget], budget))
-    days = float(v.sum()) * step_hours / 24.0
+    ranks, values = _rank_candidates(
+        s,
+        y,
+        v,
+        events,
+        candidates,
+        objective=objective,
+        min_precision=min_precision,
+        max_false_alarms_per_day=max_false_alarms_per_day,
+        days=float(v.sum()) * step_hours / 24.0,
+        false_alarm_weight=false_alarm_weight,
+    )
+    return _decide(
+        s,
+        candidates,
+        ranks,
+        values,
+        objective=objective,
+        ties=ties,
+        method=_describe(
+            candidates.size,
+            objective,
+            false_alarm_weight,
+            min_precision,
+            max_false_alarms_per_day,
+            ties,
+        ),
+        budget=budget,
+        budget_steps=clean_mask,
+        max_flag_share=max_flag_share,
+        step_hours=step_hours,
+        constraints=_constraints(min_precision, max_false_alarms_per_day, max_flag_share),
+    )
 
-    ranks = np.full(candidates.size, np.nan)  # NaN: the candidate breaks a constraint
-    values: list[float | None] = []
-    for i, threshold in enumerate(candidates):
-        flags = flags_from_scores(s, float(threshold))
-        em = event_metrics(flags, events, y, v)
-        if objective == "point_f1":
-            pm = point_metrics(flags, y, v)
-            value, precision = pm["f1"], pm["precision"]
-        else:
-            value = em["f1"] if objective == "event_f1" else em["recall"]
-            precision = em["precision"]
-        values.append(value)
-        if min_precision is not None and (precision is None or precision < min_precision):
-            continue
-        if (
-            max_false_alarms_per_day is not None
-            and days > 0
-            and em["false_alarms"] / days > max_false_alarms_per_day
-        ):
-            continue
-        ranks[i] = -np.inf if value is None else value
 
+def _describe(
+    n_candidates: int,
+    objective: str,
+    false_alarm_weight: float,
+    min_precision: float | None,
+    max_false_alarms_per_day: float | None,
+    ties: str,
+) -> str:
+    """The one-line ``method`` of a threshold choice."""
+    weighting = (
+        f" (false alarms weighted {false_alarm_weight:g}x)"
+        if objective == "event_f1" and false_alarm_weight != 1.0
+        else ""
+    )
+    return (
+        f"grid over {n_candidates} validation score values, maximise {objective}{weighting}"
+        + (
+            f" subject to {' and '.join(_constraints(min_precision, max_false_alarms_per_day))}"
+            if min_precision is not None or max_false_alarms_per_day is not None
+            else ""
+        )
+        + f"; ties → {ties} threshold"
+    )
+
+
+def _constraints(
+    min_precision: float | None,
+    max_false_alarms_per_day: float | None,
+    max_flag_share: float | None = None,
+) -> list[str]:
     constraints = []
     if min_precision is not None:
         constraints.append(f"precision >= {min_precision:g}")
     if max_false_alarms_per_day is not None:
         constraints.append(f"false alarms/day <= {max_false_alarms_per_day:g}")
-    method = (
-        f"grid over {candidates.size} validation score values, maximise {objective}"
-        + (f" subject to {' and '.join(constraints)}" if constraints else "")
-        + f"; ties → {ties} threshold"
-    )
     if max_flag_share is not None:
         constraints.append(f"flagged share of clean validation steps <= {max_flag_share:g}")
+    return constraints
+
+
+def _decide(
+    s: NDArray[np.float64],
+    candidates: NDArray[np.float64],
+    ranks: NDArray[np.float64],
+    values: list[float | None],
+    *,
+    objective: str,
+    ties: Ties,
+    method: str,
+    budget: float | None,
+    budget_steps: NDArray[np.bool_],
+    max_flag_share: float | None,
+    step_hours: float,
+    constraints: list[str],
+) -> ThresholdChoice:
+    """The chosen candidate; the budget's threshold where no candidate within it catches an
+    event; the highest candidate where none meets the constraints."""
+    choice = partial(
+        ThresholdChoice, objective=objective, n_candidates=int(candidates.size), method=method
+    )
     feasible = ~np.isnan(ranks)
     if budget is not None:
         # Every candidate is within the budget; fall back to it when none catches anything.
@@ -407,43 +566,35 @@ def choose_threshold(
                 max_flag_share,
                 budget,
             )
-            return ThresholdChoice(
+            return choice(
                 threshold=float(budget),
-                objective=objective,
                 value=None if not np.isfinite(best_value) else float(best_value),
-                n_candidates=int(candidates.size),
                 method=method
                 + f"; no candidate within {' and '.join(constraints)} catches an event "
                 "→ the alarm budget's threshold",
                 feasible=False,
                 operating_point=operating_point(
-                    s, clean_mask, budget, step_hours, max_flag_share, fallback=True
+                    s, budget_steps, budget, step_hours, max_flag_share, fallback=True
                 ),
             )
     if not feasible.any():
         top = float(candidates[-1])
         logger.warning("no threshold meets %s; using the highest score %g", constraints, top)
-        return ThresholdChoice(
+        return choice(
             threshold=top,
-            objective=objective,
             value=None,
-            n_candidates=int(candidates.size),
             method=method + "; infeasible → highest validation score",
             feasible=False,
         )
-    best_rank = np.max(ranks[feasible])
-    chosen = pick_among_ties(candidates, feasible & (ranks == best_rank), ties)
+    chosen = pick_among_ties(candidates, feasible & (ranks == np.max(ranks[feasible])), ties)
     value = values[chosen]
     threshold = float(candidates[chosen])
-    return ThresholdChoice(
+    return choice(
         threshold=threshold,
-        objective=objective,
         value=None if value is None else float(value),
-        n_candidates=int(candidates.size),
-        method=method,
         operating_point=None
         if max_flag_share is None
-        else operating_point(s, clean_mask, threshold, step_hours, max_flag_share),
+        else operating_point(s, budget_steps, threshold, step_hours, max_flag_share),
     )
 
 
