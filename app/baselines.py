@@ -206,30 +206,13 @@ def seasonal_reference(
     [nan, 0.0, 5.0]
     """
     x = np.asarray(values, dtype=np.float64)
-    if x.ndim != 1:
-        raise ContractError(f"values must be 1-D, got shape {x.shape}")
-    if weeks < 0 or days < 0 or weeks + days == 0:
-        raise ContractError(f"need weeks >= 0, days >= 0, not both 0; got {weeks=}, {days=}")
-    if min_history < 1:
-        raise ContractError(f"min_history must be >= 1, got {min_history}")
-    if min_history > max(weeks, days):
-        raise ContractError(f"min_history={min_history} can never be met with {weeks=} and {days=}")
+    _check_reference_options(x, weeks=weeks, days=days, min_history=min_history)
     weekly_lags, daily_lags = season_lags(step_seconds, weeks, days)
     n = x.shape[0]
     if n == 0:
         empty = np.zeros(0)
         return SeasonalReference(empty, empty.copy(), np.zeros(0, np.int64), np.zeros(0, bool))
-    steps = _epoch_steps(timestamps, n, int(step_seconds))
-    offsets = steps - steps[0]
-    size = int(offsets[-1]) + 1
-    if size > _MAX_GRID_STEPS:
-        unit = "hours" if step_seconds == 3600 else f"steps of {step_seconds} s"
-        raise ContractError(f"timestamps span {size} {unit}; more than {_MAX_GRID_STEPS}")
-    if size == n:
-        grid = x
-    else:
-        grid = np.full(size, np.nan)
-        grid[offsets] = x
+    grid, offsets = _on_step_grid(x, timestamps, step_seconds)
 
     w_med, w_mad, w_cnt = _lag_stats(grid, weekly_lags)
     d_med, d_mad, d_cnt = _lag_stats(grid, daily_lags)
@@ -246,6 +229,47 @@ def seasonal_reference(
         n_history=count[offsets].astype(np.int64),
         weekly=use_week[offsets],
     )
+
+
+def _check_reference_options(
+    x: NDArray[np.float64], *, weeks: int, days: int, min_history: int
+) -> None:
+    """``ContractError`` unless ``x`` is 1-D and the lags can meet ``min_history``."""
+    if x.ndim != 1:
+        raise ContractError(f"values must be 1-D, got shape {x.shape}")
+    if weeks < 0 or days < 0 or weeks + days == 0:
+        raise ContractError(f"need weeks >= 0, days >= 0, not both 0; got {weeks=}, {days=}")
+    if min_history < 1:
+        raise ContractError(f"min_history must be >= 1, got {min_history}")
+    if min_history > max(weeks, days):
+        raise ContractError(f"min_history={min_history} can never be met with {weeks=} and {days=}")
+
+
+def _on_step_grid(
+    x: NDArray[np.float64], timestamps: Timestamps, step_seconds: int
+) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
+    """``x`` on the full grid from its first step to its last (NaN where it has no value),
+    and each value's offset on that grid.
+
+    Examples
+    --------
+    >>> ts = pd.to_datetime(["2025-01-06 00:00", "2025-01-06 02:00"])
+    >>> grid, offsets = _on_step_grid(np.array([1.0, 3.0]), ts, 3600)
+    >>> grid.tolist(), offsets.tolist()
+    ([1.0, nan, 3.0], [0, 2])
+    """
+    n = x.shape[0]
+    steps = _epoch_steps(timestamps, n, int(step_seconds))
+    offsets = steps - steps[0]
+    size = int(offsets[-1]) + 1
+    if size > _MAX_GRID_STEPS:
+        unit = "hours" if step_seconds == 3600 else f"steps of {step_seconds} s"
+        raise ContractError(f"timestamps span {size} {unit}; more than {_MAX_GRID_STEPS}")
+    if size == n:
+        return x, offsets
+    grid = np.full(size, np.nan)
+    grid[offsets] = x
+    return grid, offsets
 
 
 def seasonal_robust_z(

@@ -23,11 +23,19 @@ def _optional(name: str | None) -> str | None:
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``data`` group: any CSV of counts, its columns, time step, values and splits."""
     group = parser.add_argument_group(
         "data",
         "Any CSV of counts works: name its columns. Without a split column, each series' "
         "first --train-frac of time is training, the next --val-frac validation, the rest test.",
     )
+    _add_column_arguments(group)
+    _add_grid_arguments(group)
+    _add_split_arguments(group)
+
+
+def _add_column_arguments(group: argparse._ArgumentGroup) -> None:
+    """The file and which of its columns hold what."""
     group.add_argument(
         "--data-path", type=Path, default=DEFAULT_DATA, help="CSV of counts (default: %(default)s)"
     )
@@ -53,6 +61,10 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--event-col", default="event_id", help="optional event-id column (default: %(default)s)"
     )
+
+
+def _add_grid_arguments(group: argparse._ArgumentGroup) -> None:
+    """The series' time step, resampling onto it, and what the values are."""
     group.add_argument(
         "--freq",
         default="auto",
@@ -76,6 +88,10 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
         "value is a non-negative whole number, else real (logged). Default: auto for "
         "training; scoring uses what the models were trained on",
     )
+
+
+def _add_split_arguments(group: argparse._ArgumentGroup) -> None:
+    """The split of a file without a split column, and which series to use."""
     group.add_argument(
         "--train-frac",
         type=float,

@@ -179,69 +179,25 @@ def load_counts(
     ValueError
         Bad ``freq`` or fractions.
     """
-    if resample is not None and resample not in RESAMPLE_METHODS:
-        raise ValueError(f"resample={resample!r} is not one of {RESAMPLE_METHODS} (or None)")
-    if values not in VALUE_CHOICES:
-        raise ValueError(f"values={values!r} is not one of {VALUE_CHOICES}")
-    if freq != "auto":
-        parse_freq(freq)
-    if not (0.0 < train_frac < 1.0 and 0.0 <= val_frac < 1.0 and train_frac + val_frac <= 1.0):
-        raise ValueError(
-            f"train_frac={train_frac!r}, val_frac={val_frac!r}: need 0 < train_frac < 1, "
-            "0 <= val_frac and train_frac + val_frac <= 1"
-        )
+    _check_load_options(freq, train_frac, val_frac, resample=resample, values=values)
     path = Path(path)
     raw = _read_text_table(path)
     used = _resolve_columns(columns, list(raw.columns), path)
     lines = np.arange(len(raw)) + 2  # 1-based file lines; line 1 is the header
 
-    key_col = used["key"]
-    keys = (
-        raw[key_col].str.strip()
-        if key_col is not None
-        else pd.Series(path.stem, index=raw.index, dtype=object)
-    )
-    if key_col is not None and (keys == "").any():
-        i = int(np.flatnonzero((keys == "").to_numpy())[0])
-        raise ContractError(f"{path}: line {lines[i]}: empty key in column {key_col!r}")
-
+    keys = _read_keys(raw, used["key"], path, lines)
     time_col, value_col = columns.time, columns.value  # required: checked above
     times = _parse_times(raw[time_col], path, time_col, keys, lines)
     parsed, empty = _parse_values(
         raw[value_col], path, value_col, keys, times, lines, allow_negative=values != "counts"
     )
     if values == "auto":
-        values = value_kind_of(parsed[~empty])
-        log.info(
-            "%s: values are %s (%s; --values sets it)",
-            path,
-            values,
-            "non-negative whole numbers"
-            if values == "counts"
-            else "some are negative or fractional: no log transform, injections in units of "
-            "the series' spread",
-        )
+        values = _infer_value_kind(parsed[~empty], path)
     if freq == "auto":
         freq = infer_freq(times, keys)
         log.info("%s: time step inferred from the data: freq=%s (--freq sets it)", path, freq)
     step = parse_freq(freq)
-    frame = pd.DataFrame(
-        {
-            "timestamp": times,
-            "combo": keys.astype(object),
-            "value": parsed,
-            "line": lines,
-        }
-    )
-    event_col, type_col = used["event"], used["anomaly_type"]
-    frame["event_id"] = raw[event_col].str.strip() if event_col else ""
-    frame["anomaly_type"] = raw[type_col].str.strip() if type_col else ""
-    if used["label"]:
-        frame["is_anomaly"] = _parse_labels(raw[used["label"]], path, used["label"], lines)
-    else:
-        frame["is_anomaly"] = frame["event_id"] != ""
-    if used["split"]:
-        frame["split"] = _parse_splits(raw[used["split"]], path, used["split"], lines)
+    frame = _row_frame(raw, used, path, times=times, keys=keys, values=parsed, lines=lines)
 
     if resample is not None:
         frame = _resample(frame, step, resample, path, has_split=bool(used["split"]))
@@ -419,6 +375,87 @@ def check_min_length(
 
 
 # --------------------------------------------------------------------------- internals
+
+
+def _check_load_options(
+    freq: str, train_frac: float, val_frac: float, *, resample: str | None, values: str
+) -> None:
+    """``load_counts``' options, checked before the file is read (``ValueError``)."""
+    if resample is not None and resample not in RESAMPLE_METHODS:
+        raise ValueError(f"resample={resample!r} is not one of {RESAMPLE_METHODS} (or None)")
+    if values not in VALUE_CHOICES:
+        raise ValueError(f"values={values!r} is not one of {VALUE_CHOICES}")
+    if freq != "auto":
+        parse_freq(freq)
+    if not (0.0 < train_frac < 1.0 and 0.0 <= val_frac < 1.0 and train_frac + val_frac <= 1.0):
+        raise ValueError(
+            f"train_frac={train_frac!r}, val_frac={val_frac!r}: need 0 < train_frac < 1, "
+            "0 <= val_frac and train_frac + val_frac <= 1"
+        )
+
+
+def _read_keys(
+    raw: pd.DataFrame, key_col: str | None, path: Path, lines: NDArray[np.int64]
+) -> pd.Series:
+    """Each row's series key: column ``key_col`` stripped (never empty), or the file's name
+    for every row when there is no key column."""
+    keys = (
+        raw[key_col].str.strip()
+        if key_col is not None
+        else pd.Series(path.stem, index=raw.index, dtype=object)
+    )
+    if key_col is not None and (keys == "").any():
+        i = int(np.flatnonzero((keys == "").to_numpy())[0])
+        raise ContractError(f"{path}: line {lines[i]}: empty key in column {key_col!r}")
+    return keys
+
+
+def _infer_value_kind(observed: NDArray[np.float64], path: Path) -> str:
+    """``value_kind_of`` the file's observed values, logged with the reason."""
+    kind = value_kind_of(observed)
+    log.info(
+        "%s: values are %s (%s; --values sets it)",
+        path,
+        kind,
+        "non-negative whole numbers"
+        if kind == "counts"
+        else "some are negative or fractional: no log transform, injections in units of "
+        "the series' spread",
+    )
+    return kind
+
+
+def _row_frame(
+    raw: pd.DataFrame,
+    used: dict[str, str | None],
+    path: Path,
+    *,
+    times: pd.Series,
+    keys: pd.Series,
+    values: NDArray[np.float64],
+    lines: NDArray[np.int64],
+) -> pd.DataFrame:
+    """One row per file row: time, key, value and file line, with its event id, anomaly
+    type, label (from the label column, else "has an event id") and, when the file has
+    one, split."""
+    frame = pd.DataFrame(
+        {
+            "timestamp": times,
+            "combo": keys.astype(object),
+            "value": values,
+            "line": lines,
+        }
+    )
+    event_col, type_col = used["event"], used["anomaly_type"]
+    frame["event_id"] = raw[event_col].str.strip() if event_col else ""
+    frame["anomaly_type"] = raw[type_col].str.strip() if type_col else ""
+    if used["label"]:
+        frame["is_anomaly"] = _parse_labels(raw[used["label"]], path, used["label"], lines)
+    else:
+        frame["is_anomaly"] = frame["event_id"] != ""
+    if used["split"]:
+        frame["split"] = _parse_splits(raw[used["split"]], path, used["split"], lines)
+    return frame
 
 
 def _read_text_table(path: Path) -> pd.DataFrame:

@@ -14,11 +14,14 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from numpy.typing import NDArray
 
 from app import PROJECT_ROOT
 from app.artifacts import model_root
@@ -28,7 +31,8 @@ from app.config import DEFAULT_MAX_GAP_HOURS
 from app.errors import AnomalyError, DataError
 from app.evaluation import aggregate, evaluate_series, markdown_table
 from app.pipeline import DEFAULT_N_INJECT, ComboSeries, baseline_positions, calibrate_scores
-from app.registry import ModelRegistry
+from app.postprocess.decision import Decision
+from app.registry import ComboBundle, ModelRegistry
 from app.scoring import score_frame
 from app.timebase import TimeBase
 
@@ -70,101 +74,34 @@ def evaluate(
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Metrics per detector (each alone, the ensemble when trained, the baseline)."""
     registry = ModelRegistry(root, detector=detector)
-    combos = [c for c in sorted(frame["combo"].unique()) if c in registry.combos()]
-    missing = sorted(set(frame["combo"].unique()) - set(combos))
-    if missing:
-        log.warning("no trained model for %s under %s: not evaluated", missing, root)
-    if not combos:
-        raise AnomalyError(f"no trained model under {root} matches the data's combos")
+    combos = evaluated_combos(frame, registry, root)
     frame = frame[frame["combo"].isin(combos)]
     window = registry.window()
     scored = score_test(frame, registry, window, max_gap)
     used = registry.effective_detector()
 
-    names = list(DETECTORS) if used == ENSEMBLE else [PRIMARY]
-    columns: dict[str, tuple[str, str | None]] = {n: (f"{n}_calibrated", None) for n in names}
-    if used == ENSEMBLE:
-        columns[ENSEMBLE] = ("score", "threshold")
+    columns = score_columns(used)
     per: dict[str, dict[str, Any]] = {name: {} for name in [*columns, "seasonal_baseline"]}
     rows = []
     for combo in combos:
         series = ComboSeries.from_frame(frame, combo)
         bundle = registry.bundle(combo)
         test_pos = series.positions("test")
-        test_ts = series.timestamps[test_pos]
-        got = scored[scored["combo"] == combo].set_index("timestamp").reindex(test_ts)
-        valid = (got["status"] == "scored").to_numpy()
-        labels = series.labels[test_pos]
-        ids = series.event_ids[test_pos]
-        stamps = [t.isoformat() for t in pd.DatetimeIndex(test_ts)]
-        thresholds = {name: d.threshold for name, d in bundle.decisions.items()}
-        if bundle.ensemble is not None:
-            thresholds[ENSEMBLE] = bundle.ensemble.threshold
+        got = scored[scored["combo"] == combo].set_index("timestamp")
+        got = got.reindex(series.timestamps[test_pos])
+        test_metrics = _test_metrics(series, test_pos, got)
+        thresholds = decision_thresholds(bundle)
         for name, (column, _) in columns.items():
             scores = got[column].to_numpy(dtype=np.float64)
-            per[name][combo] = evaluate_series(
-                scores,
-                float(thresholds[name]),
-                labels,
-                event_ids=ids,
-                valid=valid,
-                timestamps=stamps,
-                step_hours=series.step_seconds / 3600,
-            )
-
-        def base_fn(values: Any, positions: Any, s: ComboSeries = series) -> Any:
-            return baseline_positions(s, values, positions)
-
-        # The baseline's threshold is chosen the way the FCVAE's was (artifacts from before
-        # the copies and tie rule were recorded used one copy and the highest threshold).
-        rule = bundle.decisions[PRIMARY].record
-        try:
-            decision, _ = calibrate_scores(
-                base_fn,
-                series,
-                seed=seed,
-                n_inject=n_inject,
-                copies=int(rule.get("n_injected_copies", 1)),
-                ties=rule.get("ties", "highest"),
-                events_per_week=rule.get("expected_events_per_week"),
-            )
-        except DataError as exc:  # e.g. too little history for its seasonal reference
-            log.warning("combo=%s: seasonal baseline not evaluated: %s", combo, exc)
-            decision = None
+            per[name][combo] = test_metrics(scores, float(thresholds[name]))
+        decision = baseline_decision(series, bundle, seed=seed, n_inject=n_inject)
         if decision is not None:
             base = decision.calibrate(baseline_positions(series, series.values, test_pos)[test_pos])
             base_threshold = decision.threshold
-            per["seasonal_baseline"][combo] = evaluate_series(
-                base,
-                base_threshold,
-                labels,
-                event_ids=ids,
-                valid=valid,
-                timestamps=stamps,
-                step_hours=series.step_seconds / 3600,
-            )
+            per["seasonal_baseline"][combo] = test_metrics(base, base_threshold)
         else:
             base, base_threshold = np.full(len(test_pos), np.nan), np.nan
-        rows.append(
-            pd.DataFrame(
-                {
-                    "timestamp": test_ts,
-                    "combo": combo,
-                    "value": series.values[test_pos],
-                    "is_anomaly": labels,
-                    "event_id": ids,
-                    "status": got["status"].to_numpy(),
-                    "score": got["score"].to_numpy(dtype=np.float64),
-                    "threshold": got["threshold"].to_numpy(dtype=np.float64),
-                    "flag": got["is_anomaly"].to_numpy(dtype=object),
-                    "expected": got["expected"].to_numpy(dtype=np.float64),
-                    "expected_low": got["expected_low"].to_numpy(dtype=np.float64),
-                    "expected_high": got["expected_high"].to_numpy(dtype=np.float64),
-                    "baseline_score": base,
-                    "baseline_threshold": base_threshold,
-                }
-            )
-        )
+        rows.append(combo_test_rows(series, test_pos, got, base, base_threshold))
     metrics: dict[str, Any] = {
         name: {"per_combo": values, "overall": aggregate(values)}
         for name, values in per.items()
@@ -177,6 +114,114 @@ def evaluate(
         "combos": combos,
     }
     return metrics, pd.concat(rows, ignore_index=True)
+
+
+def evaluated_combos(frame: pd.DataFrame, registry: ModelRegistry, root: Path) -> list[str]:
+    """The data's combos that have a trained model under ``root``, sorted (a warning names
+    the others; none at all is an ``AnomalyError``)."""
+    combos = [c for c in sorted(frame["combo"].unique()) if c in registry.combos()]
+    missing = sorted(set(frame["combo"].unique()) - set(combos))
+    if missing:
+        log.warning("no trained model for %s under %s: not evaluated", missing, root)
+    if not combos:
+        raise AnomalyError(f"no trained model under {root} matches the data's combos")
+    return combos
+
+
+def score_columns(used: str) -> dict[str, tuple[str, str | None]]:
+    """The stream output's score (and threshold) column of each decision evaluated: every
+    detector and the ensemble when ``used`` is the ensemble, else the primary alone.
+
+    Examples
+    --------
+    >>> score_columns("fcvae")
+    {'fcvae': ('fcvae_calibrated', None)}
+    """
+    names = list(DETECTORS) if used == ENSEMBLE else [PRIMARY]
+    columns: dict[str, tuple[str, str | None]] = {n: (f"{n}_calibrated", None) for n in names}
+    if used == ENSEMBLE:
+        columns[ENSEMBLE] = ("score", "threshold")
+    return columns
+
+
+def decision_thresholds(bundle: ComboBundle) -> dict[str, float]:
+    """Each detector's threshold (and the ensemble's, when it has one) from the artifacts."""
+    thresholds = {name: d.threshold for name, d in bundle.decisions.items()}
+    if bundle.ensemble is not None:
+        thresholds[ENSEMBLE] = bundle.ensemble.threshold
+    return thresholds
+
+
+def _test_metrics(
+    series: ComboSeries, test_pos: NDArray[np.int64], got: pd.DataFrame
+) -> Callable[[NDArray[np.float64], float], dict[str, Any]]:
+    """``evaluate_series`` on the combo's test split (its labels, events, scored steps,
+    times and step), left to apply to scores and a threshold."""
+    return partial(
+        evaluate_series,
+        labels=series.labels[test_pos],
+        event_ids=series.event_ids[test_pos],
+        valid=(got["status"] == "scored").to_numpy(),
+        timestamps=[t.isoformat() for t in pd.DatetimeIndex(series.timestamps[test_pos])],
+        step_hours=series.step_seconds / 3600,
+    )
+
+
+def baseline_decision(
+    series: ComboSeries, bundle: ComboBundle, *, seed: int, n_inject: int
+) -> Decision | None:
+    """The seasonal baseline's calibration and threshold, chosen on validation as the
+    primary detector's were; None where the baseline cannot be fitted (logged)."""
+
+    def base_fn(values: Any, positions: Any) -> Any:
+        return baseline_positions(series, values, positions)
+
+    # The baseline's threshold is chosen the way the FCVAE's was (artifacts from before
+    # the copies and tie rule were recorded used one copy and the highest threshold).
+    rule = bundle.decisions[PRIMARY].record
+    try:
+        decision, _ = calibrate_scores(
+            base_fn,
+            series,
+            seed=seed,
+            n_inject=n_inject,
+            copies=int(rule.get("n_injected_copies", 1)),
+            ties=rule.get("ties", "highest"),
+            events_per_week=rule.get("expected_events_per_week"),
+        )
+    except DataError as exc:  # e.g. too little history for its seasonal reference
+        log.warning("combo=%s: seasonal baseline not evaluated: %s", series.combo, exc)
+        return None
+    return decision
+
+
+def combo_test_rows(
+    series: ComboSeries,
+    test_pos: NDArray[np.int64],
+    got: pd.DataFrame,
+    base: NDArray[np.float64],
+    base_threshold: float,
+) -> pd.DataFrame:
+    """One row per test step of the combo: value, label, the stream's output (``got``) and
+    the baseline's score and threshold."""
+    return pd.DataFrame(
+        {
+            "timestamp": series.timestamps[test_pos],
+            "combo": series.combo,
+            "value": series.values[test_pos],
+            "is_anomaly": series.labels[test_pos],
+            "event_id": series.event_ids[test_pos],
+            "status": got["status"].to_numpy(),
+            "score": got["score"].to_numpy(dtype=np.float64),
+            "threshold": got["threshold"].to_numpy(dtype=np.float64),
+            "flag": got["is_anomaly"].to_numpy(dtype=object),
+            "expected": got["expected"].to_numpy(dtype=np.float64),
+            "expected_low": got["expected_low"].to_numpy(dtype=np.float64),
+            "expected_high": got["expected_high"].to_numpy(dtype=np.float64),
+            "baseline_score": base,
+            "baseline_threshold": base_threshold,
+        }
+    )
 
 
 def plot_combo(
@@ -193,11 +238,23 @@ def plot_combo(
     import matplotlib.pyplot as plt
 
     part = rows[rows["combo"] == combo]
-    ts = part["timestamp"]
     fig, (top, bottom) = plt.subplots(
         2, 1, figsize=(14, 6.5), sharex=True, gridspec_kw={"height_ratios": [2, 1]}
     )
-    top.fill_between(
+    _plot_values(top, part, combo)
+    _plot_scores(bottom, part)
+    _shade_missed(top, bottom, part, missed or [])
+    bottom.set_ylabel("score (−log10 tail prob.)")
+    bottom.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _plot_values(ax: Any, part: pd.DataFrame, combo: str) -> None:
+    """The top panel: expected band, counts, labelled steps and flagged steps."""
+    ts = part["timestamp"]
+    ax.fill_between(
         ts,
         part["expected_low"],
         part["expected_high"],
@@ -206,9 +263,9 @@ def plot_combo(
         label="expected band (model)",
         step="mid",
     )
-    top.plot(ts, part["value"], color="#08306b", lw=0.9, label="count")
+    ax.plot(ts, part["value"], color="#08306b", lw=0.9, label="count")
     truth = part["is_anomaly"].to_numpy(dtype=bool)
-    top.scatter(
+    ax.scatter(
         ts[truth],
         part["value"][truth],
         s=40,
@@ -218,22 +275,31 @@ def plot_combo(
         label="ground truth (labels, evaluation only)",
     )
     flags = part["flag"].astype("boolean").fillna(False).to_numpy(dtype=bool)
-    top.scatter(ts[flags], part["value"][flags], s=14, color="#d62728", zorder=3, label="flagged")
-    top.set_ylabel("value per step")
-    top.legend(loc="upper left", ncol=4, fontsize=8)
-    top.set_title(f"{combo}: test split")
-    bottom.plot(ts, part["score"], color="#6a51a3", lw=0.8, label="calibrated score")
-    bottom.axhline(
+    ax.scatter(ts[flags], part["value"][flags], s=14, color="#d62728", zorder=3, label="flagged")
+    ax.set_ylabel("value per step")
+    ax.legend(loc="upper left", ncol=4, fontsize=8)
+    ax.set_title(f"{combo}: test split")
+
+
+def _plot_scores(ax: Any, part: pd.DataFrame) -> None:
+    """The bottom panel: the calibrated score and the threshold, on a symlog axis."""
+    ax.plot(part["timestamp"], part["score"], color="#6a51a3", lw=0.8, label="calibrated score")
+    ax.axhline(
         part["threshold"].dropna().iloc[0] if part["threshold"].notna().any() else np.nan,
         color="#d62728",
         ls="--",
         lw=1,
         label="threshold",
     )
-    bottom.set_yscale("symlog", linthresh=10)
-    bottom.set_ylim(bottom=0)  # scores are tail probabilities' -log10: never below 0
+    ax.set_yscale("symlog", linthresh=10)
+    ax.set_ylim(bottom=0)  # scores are tail probabilities' -log10: never below 0
+
+
+def _shade_missed(top: Any, bottom: Any, part: pd.DataFrame, missed: list[dict[str, Any]]) -> None:
+    """Shade each missed event on both panels and name it on the top one."""
+    ts = part["timestamp"]
     half = (ts.iloc[1] - ts.iloc[0]) / 2 if len(ts) > 1 else pd.Timedelta(0)
-    for i, m in enumerate(missed or []):
+    for i, m in enumerate(missed):
         for ax in (top, bottom):
             ax.axvspan(
                 ts.iloc[m["start"]] - half,
@@ -251,11 +317,6 @@ def plot_combo(
             fontsize=8,
             color="#a63603",
         )
-    bottom.set_ylabel("score (−log10 tail prob.)")
-    bottom.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
 
 
 def build_parser(prog: str = "python -m app.evaluate") -> argparse.ArgumentParser:

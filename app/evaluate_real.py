@@ -397,71 +397,9 @@ def run_product(series: RealSeries, work: Path, args: argparse.Namespace) -> dic
     if not wanted:
         return runs
     started = time.perf_counter()
-    csv = work / f"{series.key}.csv"
     model_dir = work / "models"
-    scores_csv = work / "scores.csv"
-    stamp = work / "models.json"
-    timings: dict[str, Any] = {}
     try:
-        digest = write_product_csv(series, csv)
-        extra = shlex.split(args.product_args or "")
-        train_argv = [
-            "--detector",
-            "all",
-            "--output-dir",
-            str(model_dir),
-            *product_data_args(series, csv, train_cli),
-            "--threads",
-            str(args.threads),
-            "--seed",
-            str(args.seed),
-            "--no-progress",
-            *(["--tiny"] if args.tiny else []),
-            *(
-                ["--alarm-budget", str(args.alarm_budget)]
-                if args.alarm_budget != DEFAULT_ALARM_BUDGET
-                else []
-            ),
-            *(
-                ["--alarm-budget-per-day", str(args.alarm_budget_per_day)]
-                if args.alarm_budget_per_day is not None
-                else []
-            ),
-            *extra,
-        ]
-        score_argv = [
-            "--model-dir",
-            str(model_dir),
-            "--output",
-            str(scores_csv),
-            "--detector",
-            "ensemble",
-            *product_data_args(series, csv, score_cli),
-        ]
-        fingerprint = {"data_sha1": digest, "train_argv": train_argv[4:]}
-        previous = json.loads(stamp.read_text()) if stamp.exists() else {}
-        reuse = (
-            args.reuse
-            and scores_csv.exists()
-            and {k: previous.get(k) for k in fingerprint} == fingerprint
-        )
-        if reuse:
-            timings = {**previous.get("timings", {}), "reused": True}
-        if not reuse:
-            stamp.unlink(missing_ok=True)
-            timings["train_s"] = _run_cli("app.train", train_cli.main, train_argv, args.verbose)
-            timings["score_s"] = _run_cli("app.score", score_cli.main, score_argv, args.verbose)
-            timings["trained_with"] = getattr(args, "git_head", "unknown")
-            stamp.write_text(json.dumps({**fingerprint, "timings": timings}))
-        scored = pd.read_csv(scores_csv, low_memory=False)
-        combos = scored["combo"].unique()
-        if len(combos) != 1:
-            raise RuntimeError(f"expected one combo in {scores_csv}, got {list(combos)[:5]}")
-        combo = str(combos[0])
-        scored["timestamp"] = pd.to_datetime(scored["timestamp"], utc=True)
-        aligned = series.grid[["timestamp"]].merge(
-            scored.drop_duplicates("timestamp"), on="timestamp", how="left"
-        )
+        aligned, combo, timings = _product_scores(series, work, args, train_cli, score_cli)
     except Exception as exc:
         log.warning("product on %s failed: %s", series.key, exc)
         log.debug("%s", traceback.format_exc())
@@ -470,38 +408,132 @@ def run_product(series: RealSeries, work: Path, args: argparse.Namespace) -> dic
             run.elapsed_s = time.perf_counter() - started
         return runs
 
-    def col(name: str) -> NDArray[np.float64]:
-        if name not in aligned:
-            raise KeyError(f"app.score output has no column {name!r}")
-        return pd.to_numeric(aligned[name], errors="coerce").to_numpy(dtype=np.float64)
-
     band = None
     with contextlib.suppress(KeyError):
-        band = (col("expected_low"), col("expected_high"))
+        band = (_score_column(aligned, "expected_low"), _score_column(aligned, "expected_high"))
     for name, run in runs.items():
         try:
-            if name == "product_ensemble":
-                run.scores = col("score")
-                run.threshold = float(np.nanmedian(col("threshold")))
-                flags = aligned["is_anomaly"].map(
-                    lambda v: str(v).strip().lower() in ("true", "1", "1.0")
-                )
-                run.flags = flags.to_numpy(dtype=bool)
-                run.info = {"decision": "app.score --detector ensemble: is_anomaly"}
-            else:
-                short = name.removeprefix("product_")
-                run.scores = col(f"{short}_calibrated")
-                run.threshold = _read_decision_threshold(model_dir, short, combo)
-                run.flags = np.isfinite(run.scores) & (run.scores > run.threshold)
-                run.info = {
-                    "decision": f"{short}_calibrated > meta.json decision.threshold_calibrated"
-                }
+            _take_product_decision(run, name, aligned, model_dir, combo)
             run.info.update(timings, values="counts" if series.counts else "real")
             run.expected = band
         except Exception as exc:
             run.status = _error(exc)
         run.elapsed_s = time.perf_counter() - started
     return runs
+
+
+def product_train_argv(
+    series: RealSeries, csv: Path, model_dir: Path, args: argparse.Namespace, train_cli: Any
+) -> list[str]:
+    """``app.train``'s arguments for one series: every detector, its CSV, this run's threads,
+    seed, ``--tiny``, alarm budget (where not the default) and ``--product-args``."""
+    return [
+        "--detector",
+        "all",
+        "--output-dir",
+        str(model_dir),
+        *product_data_args(series, csv, train_cli),
+        "--threads",
+        str(args.threads),
+        "--seed",
+        str(args.seed),
+        "--no-progress",
+        *(["--tiny"] if args.tiny else []),
+        *(
+            ["--alarm-budget", str(args.alarm_budget)]
+            if args.alarm_budget != DEFAULT_ALARM_BUDGET
+            else []
+        ),
+        *(
+            ["--alarm-budget-per-day", str(args.alarm_budget_per_day)]
+            if args.alarm_budget_per_day is not None
+            else []
+        ),
+        *shlex.split(args.product_args or ""),
+    ]
+
+
+def _product_scores(
+    series: RealSeries, work: Path, args: argparse.Namespace, train_cli: Any, score_cli: Any
+) -> tuple[pd.DataFrame, str, dict[str, Any]]:
+    """Train and score one series with the product's CLIs under ``work`` (or reuse what an
+    earlier run left there, ``--reuse``): the ``app.score`` output on the series' grid, its
+    combo, and the CLIs' timings."""
+    csv = work / f"{series.key}.csv"
+    model_dir = work / "models"
+    scores_csv = work / "scores.csv"
+    stamp = work / "models.json"
+    digest = write_product_csv(series, csv)
+    train_argv = product_train_argv(series, csv, model_dir, args, train_cli)
+    score_argv = [
+        "--model-dir",
+        str(model_dir),
+        "--output",
+        str(scores_csv),
+        "--detector",
+        "ensemble",
+        *product_data_args(series, csv, score_cli),
+    ]
+    fingerprint = {"data_sha1": digest, "train_argv": train_argv[4:]}
+    previous = json.loads(stamp.read_text()) if stamp.exists() else {}
+    reuse = (
+        args.reuse
+        and scores_csv.exists()
+        and {k: previous.get(k) for k in fingerprint} == fingerprint
+    )
+    if reuse:
+        timings = {**previous.get("timings", {}), "reused": True}
+    else:
+        stamp.unlink(missing_ok=True)
+        timings = {
+            "train_s": _run_cli("app.train", train_cli.main, train_argv, args.verbose),
+            "score_s": _run_cli("app.score", score_cli.main, score_argv, args.verbose),
+            "trained_with": getattr(args, "git_head", "unknown"),
+        }
+        stamp.write_text(json.dumps({**fingerprint, "timings": timings}))
+    aligned, combo = _align_scores(scores_csv, series)
+    return aligned, combo, timings
+
+
+def _align_scores(scores_csv: Path, series: RealSeries) -> tuple[pd.DataFrame, str]:
+    """``app.score``'s output (one combo) on the series' grid, and that combo."""
+    scored = pd.read_csv(scores_csv, low_memory=False)
+    combos = scored["combo"].unique()
+    if len(combos) != 1:
+        raise RuntimeError(f"expected one combo in {scores_csv}, got {list(combos)[:5]}")
+    combo = str(combos[0])
+    scored["timestamp"] = pd.to_datetime(scored["timestamp"], utc=True)
+    aligned = series.grid[["timestamp"]].merge(
+        scored.drop_duplicates("timestamp"), on="timestamp", how="left"
+    )
+    return aligned, combo
+
+
+def _score_column(aligned: pd.DataFrame, name: str) -> NDArray[np.float64]:
+    """Column ``name`` of the aligned ``app.score`` output as floats (unparsable = NaN)."""
+    if name not in aligned:
+        raise KeyError(f"app.score output has no column {name!r}")
+    return pd.to_numeric(aligned[name], errors="coerce").to_numpy(dtype=np.float64)
+
+
+def _take_product_decision(
+    run: DetectorRun, name: str, aligned: pd.DataFrame, model_dir: Path, combo: str
+) -> None:
+    """Fill ``run`` with product detector ``name``'s scores, threshold and flags: the
+    ensemble's ``is_anomaly``, else the detector's calibrated score above the threshold its
+    training chose."""
+    if name == "product_ensemble":
+        run.scores = _score_column(aligned, "score")
+        run.threshold = float(np.nanmedian(_score_column(aligned, "threshold")))
+        flags = aligned["is_anomaly"].map(lambda v: str(v).strip().lower() in ("true", "1", "1.0"))
+        run.flags = flags.to_numpy(dtype=bool)
+        run.info = {"decision": "app.score --detector ensemble: is_anomaly"}
+    else:
+        short = name.removeprefix("product_")
+        run.scores = _score_column(aligned, f"{short}_calibrated")
+        run.threshold = _read_decision_threshold(model_dir, short, combo)
+        run.flags = np.isfinite(run.scores) & (run.scores > run.threshold)
+        run.info = {"decision": f"{short}_calibrated > meta.json decision.threshold_calibrated"}
 
 
 # --------------------------------------------------------------------------- metrics
@@ -694,7 +726,27 @@ def _row(name: str, m: dict[str, Any], extra: Sequence[str] = ()) -> str:
 
 
 def markdown_report(metrics: dict[str, Any], run_info: dict[str, Any]) -> str:
-    lines = [
+    """``metrics.md``: how the run was made, then per dataset the overall table, event F1 per
+    series and the errors."""
+    lines = report_preamble(run_info)
+    for dataset, detectors in metrics.items():
+        lines += _overall_section(dataset, detectors)
+        lines += _per_series_section(dataset, detectors)
+        errors = [
+            f"- {name} / {s}: {m['status']}"
+            for name, result in detectors.items()
+            for s, m in result["per_series"].items()
+            if m["status"] != "ok"
+        ]
+        if errors:
+            lines += [f"### {dataset}: errors", "", *errors, ""]
+    return "\n".join(lines) + "\n"
+
+
+def report_preamble(run_info: dict[str, Any]) -> list[str]:
+    """The report's title and its list of how the run was made (data, subset, code,
+    labels, thresholds, metrics), as Markdown lines."""
+    return [
         "# Real-data evaluation (`python -m app.evaluate_real`)",
         "",
         f"- Data: `{run_info['data_root']}` (academic use only; read in place, never copied).",
@@ -735,46 +787,46 @@ def markdown_report(metrics: dict[str, Any], run_info: dict[str, Any]) -> str:
         "test scores themselves (the FCVAE paper's number; an upper bound, not a result).",
         "",
     ]
-    for dataset, detectors in metrics.items():
-        spec = DATASETS[dataset]
-        lines += [
-            f"## {dataset} ({spec.step_seconds // 60}-minute steps; {spec.protocol})",
-            "",
-            "| detector | " + " | ".join(c for c, _ in _COLUMNS) + " | series ok |",
-            "|---" * (len(_COLUMNS) + 2) + "|",
-        ]
-        for name, result in detectors.items():
-            o = result["overall"]
-            lines.append(_row(name, o, [f"{o['n_ok']}/{o['n_series']}"]))
-        lines.append("")
-        series_names = list(dict.fromkeys(s for r in detectors.values() for s in r["per_series"]))
-        lines += [
-            f"### {dataset}: event F1 per series (false alarms/day in brackets)",
-            "",
-            "| series | " + " | ".join(detectors) + " |",
-            "|---" * (len(detectors) + 1) + "|",
-        ]
-        for s in series_names:
-            cells = []
-            for result in detectors.values():
-                m = result["per_series"].get(s)
-                if m is None:
-                    cells.append("")
-                elif m["status"] != "ok":
-                    cells.append("error")
-                else:
-                    cells.append(f"{_fmt(m['event']['f1'])} ({_fmt(m['false_alarms_per_day'], 1)})")
-            lines.append("| " + " | ".join([s, *cells]) + " |")
-        lines.append("")
-        errors = [
-            f"- {name} / {s}: {m['status']}"
-            for name, result in detectors.items()
-            for s, m in result["per_series"].items()
-            if m["status"] != "ok"
-        ]
-        if errors:
-            lines += [f"### {dataset}: errors", "", *errors, ""]
-    return "\n".join(lines) + "\n"
+
+
+def _overall_section(dataset: str, detectors: dict[str, Any]) -> list[str]:
+    """The dataset's heading and its table of every detector's overall metrics."""
+    spec = DATASETS[dataset]
+    lines = [
+        f"## {dataset} ({spec.step_seconds // 60}-minute steps; {spec.protocol})",
+        "",
+        "| detector | " + " | ".join(c for c, _ in _COLUMNS) + " | series ok |",
+        "|---" * (len(_COLUMNS) + 2) + "|",
+    ]
+    for name, result in detectors.items():
+        o = result["overall"]
+        lines.append(_row(name, o, [f"{o['n_ok']}/{o['n_series']}"]))
+    lines.append("")
+    return lines
+
+
+def _per_series_section(dataset: str, detectors: dict[str, Any]) -> list[str]:
+    """A table of each series' event F1 (and false alarms a day) by detector."""
+    series_names = list(dict.fromkeys(s for r in detectors.values() for s in r["per_series"]))
+    lines = [
+        f"### {dataset}: event F1 per series (false alarms/day in brackets)",
+        "",
+        "| series | " + " | ".join(detectors) + " |",
+        "|---" * (len(detectors) + 1) + "|",
+    ]
+    for s in series_names:
+        cells = []
+        for result in detectors.values():
+            m = result["per_series"].get(s)
+            if m is None:
+                cells.append("")
+            elif m["status"] != "ok":
+                cells.append("error")
+            else:
+                cells.append(f"{_fmt(m['event']['f1'])} ({_fmt(m['false_alarms_per_day'], 1)})")
+        lines.append("| " + " | ".join([s, *cells]) + " |")
+    lines.append("")
+    return lines
 
 
 def plot_series(
@@ -860,6 +912,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--series wsd/110 --max-steps 12000 --tiny.  A one-word --product-args value needs "
         "the = form: --product-args=--tiny.",
     )
+    _add_series_arguments(parser)
+    _add_detector_arguments(parser)
+    _add_output_arguments(parser)
+    _add_product_arguments(parser)
+    _add_run_arguments(parser)
+    return parser
+
+
+def _add_series_arguments(parser: argparse.ArgumentParser) -> None:
+    """Which series, from where, and how much of each."""
     parser.add_argument(
         "--data-root",
         type=Path,
@@ -891,6 +953,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="cut each series to this many rows (WSD: its first rows; KPI: the end of its "
         "train part and the start of its test part, half each) — for smoke tests",
     )
+
+
+def _add_detector_arguments(parser: argparse.ArgumentParser) -> None:
+    """Which detectors, and the alarm budget that thresholds them."""
     parser.add_argument(
         "--detectors",
         nargs="+",
@@ -911,6 +977,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="and at most this many flagged validation steps per day (passed to app.train "
         "too when set, so the product and the baselines share one budget)",
     )
+
+
+def _add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where the work and the report go, and which part the metrics count."""
     parser.add_argument(
         "--work-dir",
         type=Path,
@@ -931,6 +1001,10 @@ def build_parser() -> argparse.ArgumentParser:
         "part with its labels (for choosing settings without looking at test labels; "
         "written to OUTPUT_DIR/validation unless --output-dir is given)",
     )
+
+
+def _add_product_arguments(parser: argparse.ArgumentParser) -> None:
+    """How the product's models are trained (``--tiny``, ``--product-args``, ``--reuse``)."""
     parser.add_argument(
         "--tiny", action="store_true", help="train the product's models with --tiny (smoke tests)"
     )
@@ -945,12 +1019,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="reuse a series' trained models and scores when its CSV and the training "
         "arguments are unchanged",
     )
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """Plots, threads, seed, progress bar and logs."""
     parser.add_argument("--plots", type=int, default=2, help="PNG plots per dataset")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--seed", type=int, default=42, help="seed of every detector")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--verbose", action="store_true", help="keep the product CLIs' INFO logs")
-    return parser
 
 
 def _select(args: argparse.Namespace) -> list[tuple[str, Path]]:
@@ -971,6 +1048,8 @@ def _select(args: argparse.Namespace) -> list[tuple[str, Path]]:
 def evaluate(
     args: argparse.Namespace, progress: Callable[[Iterable[Any]], Iterable[Any]] | None = None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Evaluate every selected series; the metrics by dataset and detector, and how the run
+    was made (``run.json``)."""
     started = time.perf_counter()
     head, dirty = _git_head()  # the code that runs (the tree may change while it runs)
     args.git_head = head + (" + uncommitted changes" if dirty else "")
@@ -980,7 +1059,6 @@ def evaluate(
     per: dict[str, dict[str, dict[str, Any]]] = {}
     pooled: dict[str, dict[str, list[dict]]] = {}
     plotted: dict[str, int] = {}
-    baselines = [d for d in BASELINE_DETECTORS if d in args.detectors]
     detectors = [d for d in ALL_DETECTORS if d in args.detectors]
     iterator = progress(selected) if progress else selected
     for dataset, path in iterator:
@@ -995,39 +1073,12 @@ def evaluate(
             for d in detectors:
                 per[dataset][d][_stem(path)] = {"status": _error(exc), "elapsed_s": 0.0}
             continue
-        work = args.work_dir / dataset / series.name
-        runs = run_product(series, work, args)
-        runs.update(
-            run_baselines(
-                series, baselines, args.alarm_budget, args.seed, args.alarm_budget_per_day
-            )
-        )
-        part = series.mask(args.eval_part)
-        for name in detectors:
-            run = runs[name]
-            if run.status == "ok":
-                try:
-                    metrics, pool = series_metrics(run, series, part)
-                    pooled[dataset][name].append(pool)
-                except Exception as exc:
-                    log.warning("metrics of %s on %s failed: %s", name, series.key, exc)
-                    metrics = {"status": _error(exc), "elapsed_s": round(run.elapsed_s, 2)}
-            else:
-                metrics = {"status": run.status, "elapsed_s": round(run.elapsed_s, 2)}
-            metrics["values"] = "counts" if series.counts else "real"
-            if series.notes:
-                metrics["notes"] = series.notes
-            per[dataset][name][series.name] = metrics
-        decision = runs.get("product_ensemble")
+        decision = _evaluate_series(series, args, detectors, per[dataset], pooled[dataset])
         done = plotted.get(dataset, 0)
         if decision is not None and decision.status == "ok" and done < args.plots:
-            png = args.output_dir / f"{dataset}_{series.name}_product_ensemble.png"
             shown = per[dataset]["product_ensemble"][series.name]
-            try:
-                plot_series(series, decision, "product_ensemble", png, shown, args.eval_part)
+            if _plot_decision(series, decision, shown, args):
                 plotted[dataset] = done + 1
-            except Exception as exc:
-                log.warning("plot of %s failed: %s", series.key, exc)
     metrics = {
         dataset: {
             name: {
@@ -1038,13 +1089,74 @@ def evaluate(
         }
         for dataset in per
     }
+    return metrics, run_record(args, selected, detectors, per, (head, dirty), started)
+
+
+def _evaluate_series(
+    series: RealSeries,
+    args: argparse.Namespace,
+    detectors: list[str],
+    per: dict[str, dict[str, Any]],
+    pooled: dict[str, list[dict]],
+) -> DetectorRun | None:
+    """Run every detector on one series and add its metrics to ``per`` (and the arrays to
+    pool to ``pooled``), both by detector; the ensemble's run, if it ran."""
+    baselines = [d for d in BASELINE_DETECTORS if d in args.detectors]
+    runs = run_product(series, args.work_dir / series.dataset / series.name, args)
+    runs.update(
+        run_baselines(series, baselines, args.alarm_budget, args.seed, args.alarm_budget_per_day)
+    )
+    part = series.mask(args.eval_part)
+    for name in detectors:
+        run = runs[name]
+        if run.status == "ok":
+            try:
+                metrics, pool = series_metrics(run, series, part)
+                pooled[name].append(pool)
+            except Exception as exc:
+                log.warning("metrics of %s on %s failed: %s", name, series.key, exc)
+                metrics = {"status": _error(exc), "elapsed_s": round(run.elapsed_s, 2)}
+        else:
+            metrics = {"status": run.status, "elapsed_s": round(run.elapsed_s, 2)}
+        metrics["values"] = "counts" if series.counts else "real"
+        if series.notes:
+            metrics["notes"] = series.notes
+        per[name][series.name] = metrics
+    return runs.get("product_ensemble")
+
+
+def _plot_decision(
+    series: RealSeries, decision: DetectorRun, shown: dict[str, Any], args: argparse.Namespace
+) -> bool:
+    """Plot the ensemble's decision on one series (``shown``: its metrics); whether it drew."""
+    png = args.output_dir / f"{series.dataset}_{series.name}_product_ensemble.png"
+    try:
+        plot_series(series, decision, "product_ensemble", png, shown, args.eval_part)
+    except Exception as exc:
+        log.warning("plot of %s failed: %s", series.key, exc)
+        return False
+    return True
+
+
+def run_record(
+    args: argparse.Namespace,
+    selected: list[tuple[str, Path]],
+    detectors: list[str],
+    per: dict[str, dict[str, dict[str, Any]]],
+    git: tuple[str, bool],
+    started: float,
+) -> dict[str, Any]:
+    """``run.json``: the command, data, subset, settings, code and time of the run, and
+    which product runs were reused (``per``: the metrics by dataset, detector and series)."""
+    head, dirty = git
+    ensemble = [m for d in per for m in per[d].get("product_ensemble", {}).values()]
     reused = sorted(
         f"{d}/{s}"
         for d in per
         for s, m in per[d].get("product_ensemble", {}).items()
         if m.get("reused")
     )
-    run_info = {
+    return {
         "command": "python -m app.evaluate_real " + " ".join(shlex.quote(a) for a in args.argv),
         "data_root": str(args.data_root),
         "subset": "explicit --series" if args.series else args.subset,
@@ -1064,17 +1176,11 @@ def evaluate(
         "git_dirty": dirty,
         "product_runs_reused": reused,
         "product_trained_with": sorted(
-            {
-                str(m["trained_with"])
-                for d in per
-                for m in per[d].get("product_ensemble", {}).values()
-                if m.get("trained_with")
-            }
+            {str(m["trained_with"]) for m in ensemble if m.get("trained_with")}
         ),
         "elapsed_s": time.perf_counter() - started,
         "protocol": {d: DATASETS[d].protocol for d in per},
     }
-    return metrics, run_info
 
 
 def _json_default(value: Any) -> Any:

@@ -302,25 +302,61 @@ def event_metrics(
     if grace_steps < 0:
         raise ContractError(f"grace_steps must be >= 0, got {grace_steps}")
 
-    # Events with no valid position cannot be scored.
-    valid_cum = np.concatenate(([0], np.cumsum(v, dtype=np.int64)))
-    if ev.size:
-        scorable = valid_cum[ev[:, 1] + 1] - valid_cum[ev[:, 0]] > 0
-        if not scorable.all():
-            logger.debug("%d events without any valid point left out", int((~scorable).sum()))
-        ev = ev[scorable]
+    ev = _scorable_events(ev, v)
+    caught, delays = _detections(f, ev)
+    false_alarms = _false_alarm_runs(f, ev, labels, grace_steps)
+    return _event_from_counts(int(ev.shape[0]), int(caught.sum()), false_alarms, delays)
 
+
+def _scorable_events(ev: NDArray[np.int64], valid: NDArray[np.bool_]) -> NDArray[np.int64]:
+    """The events (``(k, 2)`` inclusive ranges) with at least one valid position; the others
+    cannot be scored (logged at debug level)."""
+    valid_cum = np.concatenate(([0], np.cumsum(valid, dtype=np.int64)))
+    if not ev.size:
+        return ev
+    scorable = valid_cum[ev[:, 1] + 1] - valid_cum[ev[:, 0]] > 0
+    if not scorable.all():
+        logger.debug("%d events without any valid point left out", int((~scorable).sum()))
+    return ev[scorable]
+
+
+def _detections(
+    flags: NDArray[np.bool_], ev: NDArray[np.int64]
+) -> tuple[NDArray[np.bool_], list[int]]:
+    """Which events hold a flag, and each caught event's delay (its first flag minus its
+    start, in steps, in event order).
+
+    Examples
+    --------
+    >>> _detections(np.array([0, 0, 1, 0, 1], bool), np.array([[1, 3], [3, 3]]))
+    (array([ True, False]), [1])
+    """
+    n = flags.shape[0]
     # Next flagged index at or after each position (n when none).
-    idx = np.where(f, np.arange(n, dtype=np.int64), n)
+    idx = np.where(flags, np.arange(n, dtype=np.int64), n)
     next_flag = np.minimum.accumulate(idx[::-1])[::-1] if n else idx
-    if ev.size:
-        first = next_flag[ev[:, 0]]
-        caught = first <= ev[:, 1]
-        delays = [int(d) for d in (first[caught] - ev[caught, 0])]
-    else:
-        caught = np.zeros(0, dtype=bool)
-        delays = []
+    if not ev.size:
+        return np.zeros(0, dtype=bool), []
+    first = next_flag[ev[:, 0]]
+    caught = first <= ev[:, 1]
+    return caught, [int(d) for d in (first[caught] - ev[caught, 0])]
 
+
+def _false_alarm_runs(
+    flags: NDArray[np.bool_],
+    ev: NDArray[np.int64],
+    labels: ArrayLike | None,
+    grace_steps: int,
+) -> int:
+    """Runs of consecutive flags outside every event, its ``grace_steps`` tail and every
+    labelled point: each run is one false alarm.
+
+    Examples
+    --------
+    >>> _false_alarm_runs(np.array([1, 1, 0, 1, 1, 0, 1], bool), np.array([[3, 3]]), None, 1)
+    2
+    """
+    n = flags.shape[0]
     # Points covered by an event (or its grace tail, or an anomaly label) never raise a false
     # alarm; remaining flags are merged into contiguous runs.
     covered = np.zeros(n + 1, dtype=np.int64)
@@ -332,11 +368,8 @@ def event_metrics(
         y = _bool_array(labels, "labels")
         _same_length(n, labels=y)
         inside |= y
-    outside = f & ~inside
-    false_alarms = int(np.count_nonzero(outside[1:] & ~outside[:-1])) + int(
-        n > 0 and bool(outside[0])
-    )
-    return _event_from_counts(int(ev.shape[0]), int(caught.sum()), false_alarms, delays)
+    outside = flags & ~inside
+    return int(np.count_nonzero(outside[1:] & ~outside[:-1])) + int(n > 0 and bool(outside[0]))
 
 
 def _point_adjusted_counts(

@@ -16,7 +16,7 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -54,6 +54,9 @@ from app.postprocess.threshold import TIES
 from app.timebase import TimeBase
 from app.train_config import TrainConfig
 
+if TYPE_CHECKING:  # torch, only for the type
+    from app.detectors.training import FitReport
+
 log = logging.getLogger(__name__)
 
 
@@ -68,6 +71,20 @@ def build_parser(
         "meta.json + weights.pt per combo.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+    _add_output_arguments(parser, fixed_detector)
+    add_data_arguments(parser)
+    model = parser.add_argument_group("model")
+    _add_network_arguments(model)
+    _add_input_arguments(model)
+    _add_override_arguments(model)
+    _add_calibration_arguments(model)
+    add_runtime_arguments(parser)
+    return parser
+
+
+def _add_output_arguments(parser: argparse.ArgumentParser, fixed_detector: str | None) -> None:
+    """``--detector`` and ``--output-dir``; with ``fixed_detector`` only ``--output-dir``, naming
+    that detector's own folder."""
     if fixed_detector is None:
         parser.add_argument(
             "--detector",
@@ -90,8 +107,10 @@ def build_parser(
             default=PROJECT_ROOT / "models" / fixed_detector,
             help="artifacts go to <output-dir>/<combo>/",
         )
-    add_data_arguments(parser)
-    model = parser.add_argument_group("model")
+
+
+def _add_network_arguments(model: argparse._ArgumentGroup) -> None:
+    """The networks' schedule and windows (group ``model``): epochs, KL warm-up, window."""
     model.add_argument("--epochs", type=int, default=None, help="max epochs (default: model's)")
     model.add_argument(
         "--kl-warmup-epochs",
@@ -112,6 +131,11 @@ def build_parser(
         default=None,
         help="VAE+GAN window in steps (default: model's, 24, smaller where the history is short)",
     )
+
+
+def _add_input_arguments(model: argparse._ArgumentGroup) -> None:
+    """What the FCVAE sees of the series (group ``model``): window cleaning, weekly or daily
+    reference, log transform."""
     model.add_argument(
         "--clean-k",
         type=float,
@@ -142,6 +166,10 @@ def build_parser(
         help="model log1p(counts), so that a -50%% dip weighs the same at night as at "
         "the daily peak (default: on for --values counts, off for --values real)",
     )
+
+
+def _add_override_arguments(model: argparse._ArgumentGroup) -> None:
+    """Any model parameter by name (``--set``), and ``--tiny`` networks (group ``model``)."""
     model.add_argument(
         "--set",
         dest="overrides",
@@ -158,6 +186,11 @@ def build_parser(
         action="store_true",
         help="tiny networks and few epochs (smoke tests, seconds per combo)",
     )
+
+
+def _add_calibration_arguments(model: argparse._ArgumentGroup) -> None:
+    """How thresholds are chosen on validation (group ``model``): injected events, false
+    alarm weight, ties and the alarm budget."""
     model.add_argument(
         "--n-inject",
         type=int,
@@ -205,8 +238,6 @@ def build_parser(
         "budget of fine-grained series: 0.5%% of 1-minute steps is 7 a day); "
         "default: no daily cap",
     )
-    add_runtime_arguments(parser)
-    return parser
 
 
 def _explicit(name: str, config: TrainConfig, base: Any) -> dict[str, Any]:
@@ -363,15 +394,7 @@ def train_one(
     """Train, calibrate and save detector ``name`` for ``series``; ``fitted`` is its
     ``series_params`` when the caller has them already."""
     params, choices = fitted if fitted is not None else series_params(name, series, config)
-    for choice in choices:
-        log.info(
-            "combo=%s detector=%s chose %s=%s: %s",
-            series.combo,
-            name,
-            choice.name,
-            choice.value,
-            choice.why,
-        )
+    log_choices(series.combo, name, choices)
     started = time.perf_counter()
     detector, report = train_detector(
         name,
@@ -394,18 +417,7 @@ def train_one(
     extra = {
         "combo": series.combo,
         "decision": decision,
-        "training": {
-            "data_path": str(config.data_path),
-            "seed": config.seed,
-            "device": device,
-            "fit_seconds": round(fit_s, 2),
-            "train_span": series.span("train"),
-            "val_span": series.span("val"),
-            "step_seconds": series.step_seconds,
-            "values": series.value_kind,
-            "chosen": [c.to_dict() for c in choices],
-            "report": report.to_dict(),
-        },
+        "training": training_record(series, config, device, fit_s, choices, report),
         "validation_metrics": val_metrics,
     }
     directory = out_dir / series.combo
@@ -413,24 +425,60 @@ def train_one(
     save_training_curves(
         report.history, directory / "training_curves.png", f"{name} {series.combo}"
     )
-    event = val_metrics["event"]
-    log.info(
-        "combo=%s detector=%s trained %d epochs in %.1fs (%.2fs/epoch); validation event "
-        "P/R/F1 = %s/%s/%s, threshold %.3f (%s) -> %s",
-        series.combo,
-        name,
-        report.epochs_run,
-        fit_s,
-        report.seconds_per_epoch,
-        event["precision"],
-        event["recall"],
-        event["f1"],
-        decision["threshold_calibrated"],
-        describe_operating_point(decision.get("operating_point")),
-        directory,
-    )
+    summary = train_summary(name, series.combo, fit_s, report, decision, val_metrics["event"])
+    log_trained(summary, decision, directory)
+    return summary
+
+
+def log_choices(combo: str, name: str, choices: list[Choice]) -> None:
+    """Log each parameter ``fit_to_history`` chose for detector ``name`` and why."""
+    for choice in choices:
+        log.info(
+            "combo=%s detector=%s chose %s=%s: %s",
+            combo,
+            name,
+            choice.name,
+            choice.value,
+            choice.why,
+        )
+
+
+def training_record(
+    series: ComboSeries,
+    config: TrainConfig,
+    device: str,
+    fit_s: float,
+    choices: list[Choice],
+    report: FitReport,
+) -> dict[str, Any]:
+    """How the detector was trained (meta.json's ``training``): data, seed, device, time,
+    spans, step, values, the parameters chosen for the history and the fit report."""
     return {
-        "combo": series.combo,
+        "data_path": str(config.data_path),
+        "seed": config.seed,
+        "device": device,
+        "fit_seconds": round(fit_s, 2),
+        "train_span": series.span("train"),
+        "val_span": series.span("val"),
+        "step_seconds": series.step_seconds,
+        "values": series.value_kind,
+        "chosen": [c.to_dict() for c in choices],
+        "report": report.to_dict(),
+    }
+
+
+def train_summary(
+    name: str,
+    combo: str,
+    fit_s: float,
+    report: FitReport,
+    decision: dict[str, Any],
+    event: dict[str, Any],
+) -> dict[str, Any]:
+    """One combo's line of the training summary: time, epochs, validation event metrics and
+    the operating point."""
+    return {
+        "combo": combo,
         "detector": name,
         "fit_seconds": fit_s,
         "epochs": report.epochs_run,
@@ -438,6 +486,26 @@ def train_one(
         "validation_event": {k: event[k] for k in ("precision", "recall", "f1", "false_alarms")},
         "operating_point": describe_operating_point(decision.get("operating_point")),
     }
+
+
+def log_trained(summary: dict[str, Any], decision: dict[str, Any], directory: Path) -> None:
+    """Log one trained detector: epochs and time, validation P/R/F1, threshold, where."""
+    event = summary["validation_event"]
+    log.info(
+        "combo=%s detector=%s trained %d epochs in %.1fs (%.2fs/epoch); validation event "
+        "P/R/F1 = %s/%s/%s, threshold %.3f (%s) -> %s",
+        summary["combo"],
+        summary["detector"],
+        summary["epochs"],
+        summary["fit_seconds"],
+        summary["seconds_per_epoch"],
+        event["precision"],
+        event["recall"],
+        event["f1"],
+        decision["threshold_calibrated"],
+        summary["operating_point"],
+        directory,
+    )
 
 
 def describe_operating_point(op: dict[str, Any] | None) -> str:

@@ -104,6 +104,47 @@ def register_callbacks(
     app: Dash, store: ScoredStore, settings: DashboardSettings, truth: pd.DataFrame | None
 ) -> None:
     """Attach the page's callbacks to ``app``."""
+    _register_overview(app, store, settings, truth)
+    _register_row_clicks(app)
+    _register_combo_view(app, store, truth)
+
+
+def overview_rows(store: ScoredStore) -> list[dict[str, Any]]:
+    """Rows of the all-combos table: each combo's latest hour, its time written short."""
+    table = queries.overview(store.latest(24))
+    rows = queries.table_rows(table, list(queries.OVERVIEW_COLUMNS))
+    for row, latest in zip(rows, table["latest_hour"], strict=True):
+        row["latest_hour"] = f"{latest:%b %d %H:%M}"  # short: the panel is narrow
+    return rows
+
+
+def combo_caption(frame: pd.DataFrame) -> str:
+    """``"48 hours · 2025-03-01 00:00 → 2025-03-02 23:00 UTC · 2 flagged"``; empty without hours.
+
+    Parameters
+    ----------
+    frame
+        One combo's hours (``queries.combo_frame``).
+
+    Returns
+    -------
+    str
+        The caption beside the combo selector.
+    """
+    if frame.empty:
+        return ""
+    first, last = frame["hour"].iloc[0], frame["hour"].iloc[-1]
+    return (
+        f"{len(frame):,} hours · {first:%Y-%m-%d %H:%M} → {last:%Y-%m-%d %H:%M} UTC · "
+        f"{int(frame['is_anomaly'].sum())} flagged"
+    )
+
+
+def _register_overview(
+    app: Dash, store: ScoredStore, settings: DashboardSettings, truth: pd.DataFrame | None
+) -> None:
+    """On every tick: the header counters, the pipeline facts, the all-combos table and the
+    selector's options (and its first value, once a combo is known)."""
 
     @app.callback(
         Output("counters", "children"),
@@ -118,10 +159,7 @@ def register_callbacks(
     )
     def refresh_overview(_n: int, selected: str | None, shown: str | None) -> tuple[Any, ...]:
         combos = store.combos()
-        options = [
-            {"label": c, "value": c}
-            for c in sorted({*combos, *([settings.combo] if settings.combo else [])})
-        ]
+        options = layout.combo_options(combos, settings.combo)
         value: Any = no_update
         if selected is None:  # the page opened before any combo was known
             selected = queries.default_combo(combos, settings.combo)
@@ -129,11 +167,7 @@ def register_callbacks(
         key = f"{store.version()}|{selected}"
         overview: Any = no_update  # re-rendering unchanged rows would only churn the DOM
         if key != shown:
-            table = queries.overview(store.latest(24))
-            rows = queries.table_rows(table, list(queries.OVERVIEW_COLUMNS))
-            for row, latest in zip(rows, table["latest_hour"], strict=True):
-                row["latest_hour"] = f"{latest:%b %d %H:%M}"  # short: the panel is narrow
-            overview = layout.overview_table(rows, selected)
+            overview = layout.overview_table(overview_rows(store), selected)
         return (
             layout.counter_cards(header_summary(store)),
             layout.pipeline_table(pipeline_summary(store, settings, truth)),
@@ -142,6 +176,10 @@ def register_callbacks(
             options,
             value,
         )
+
+
+def _register_row_clicks(app: Dash) -> None:
+    """A click on a row of the all-combos table selects its combo."""
 
     @app.callback(
         Output("combo-select", "value", allow_duplicate=True),
@@ -153,6 +191,11 @@ def register_callbacks(
         if not isinstance(trigger, Mapping) or not any(t.get("value") for t in ctx.triggered):
             raise PreventUpdate  # rows re-rendered, nobody clicked
         return str(trigger["combo"])
+
+
+def _register_combo_view(app: Dash, store: ScoredStore, truth: pd.DataFrame | None) -> None:
+    """The selected combo's graphs, tables and caption, redrawn only when its history
+    changed."""
 
     @app.callback(
         Output("series-graph", "figure"),
@@ -174,13 +217,6 @@ def register_callbacks(
         frame = queries.combo_frame(store.records(combo))
         marks = None if truth is None else queries.ground_truth_for(truth, combo, frame)
         columns = list(queries.HOUR_COLUMNS)
-        caption = ""
-        if not frame.empty:
-            first, last = frame["hour"].iloc[0], frame["hour"].iloc[-1]
-            caption = (
-                f"{len(frame):,} hours · {first:%Y-%m-%d %H:%M} → {last:%Y-%m-%d %H:%M} UTC · "
-                f"{int(frame['is_anomaly'].sum())} flagged"
-            )
         return (
             layout.series_figure(frame, combo, marks),
             layout.score_figure(frame, combo),
@@ -190,6 +226,6 @@ def register_callbacks(
             layout.hours_table(
                 queries.table_rows(queries.flagged_hours(frame, 200), columns), "no flagged hours"
             ),
-            caption,
+            combo_caption(frame),
             key,
         )

@@ -87,9 +87,6 @@ def build_layout(
     pipeline: Sequence[tuple[str, str]] = (),
 ) -> html.Div:
     """The whole page; built on every page load so the selector starts on ``selected``."""
-    options = [
-        {"label": c, "value": c} for c in sorted({*combos, *([selected] if selected else [])})
-    ]
     return html.Div(
         style={
             "fontFamily": FONT,
@@ -100,16 +97,7 @@ def build_layout(
             "boxSizing": "border-box",
         },
         children=[
-            html.Div(
-                style={"display": "flex", "alignItems": "baseline", "gap": "14px"},
-                children=[
-                    html.H1(
-                        "Transaction volume anomalies",
-                        style={"fontSize": "22px", "margin": "0", "fontWeight": 700},
-                    ),
-                    html.Span(subtitle, style={"color": COLORS["muted"], "fontSize": "13px"}),
-                ],
-            ),
+            _page_header(subtitle),
             html.Div(
                 counter_cards(summary),
                 id="counters",
@@ -118,110 +106,153 @@ def build_layout(
             html.Div(
                 style={"display": "flex", "gap": "16px", "alignItems": "stretch"},
                 children=[
-                    html.Div(
-                        style={**_PANEL, "flex": "0 0 460px", "minWidth": "0"},
-                        children=[
-                            html.H3("All combos", style=_TITLE),
-                            html.P(
-                                "Latest hour of each combo; flags counted over its last 24 hours "
-                                "of data. Click a row to open it.",
-                                style={
-                                    "fontSize": "12px",
-                                    "color": COLORS["muted"],
-                                    "margin": "0 0 8px",
-                                },
-                            ),
-                            html.Div(
-                                overview_table([], selected),
-                                id="overview-table",
-                                style={"overflowX": "auto"},
-                            ),
-                            html.H3("Pipeline", style={**_TITLE, "marginTop": "20px"}),
-                            html.Div(pipeline_table(pipeline), id="pipeline-info"),
-                        ],
-                    ),
-                    html.Div(
-                        style={**_PANEL, "flex": "1 1 auto", "minWidth": "0"},
-                        children=[
-                            html.Div(
-                                style={"display": "flex", "alignItems": "center", "gap": "10px"},
-                                children=[
-                                    html.Label(
-                                        "Combo",
-                                        htmlFor="combo-select",
-                                        style={"fontWeight": 600, "fontSize": "14px"},
-                                    ),
-                                    html.Div(
-                                        dcc.Dropdown(
-                                            id="combo-select",
-                                            options=options,
-                                            value=selected,
-                                            clearable=False,
-                                            placeholder="waiting for scored hours…",
-                                        ),
-                                        style={"width": "280px"},
-                                    ),
-                                    html.Span(
-                                        id="combo-caption",
-                                        style={"fontSize": "12px", "color": COLORS["muted"]},
-                                    ),
-                                ],
-                            ),
-                            dcc.Graph(
-                                id="series-graph",
-                                figure=empty_figure("waiting for scored hours…", 400),
-                                config={"displaylogo": False},
-                                style={"height": "400px"},
-                            ),
-                            dcc.Graph(
-                                id="score-graph",
-                                figure=empty_figure("", 230),
-                                config={"displaylogo": False},
-                                style={"height": "230px"},
-                            ),
-                        ],
-                    ),
+                    _overview_panel(selected, pipeline),
+                    _combo_panel(combo_options(combos, selected), selected),
                 ],
             ),
             html.Div(
                 style={"display": "flex", "gap": "16px", "marginTop": "16px"},
                 children=[
-                    html.Div(
-                        style={**_PANEL, "flex": "1 1 50%", "minWidth": "0"},
-                        children=[
-                            html.H3("Recent hours", style=_TITLE),
-                            html.Div(
-                                hours_table([], "no hours yet"),
-                                id="recent-table",
-                                style=_SCROLL,
-                            ),
-                        ],
-                    ),
-                    html.Div(
-                        style={**_PANEL, "flex": "1 1 50%", "minWidth": "0"},
-                        children=[
-                            html.H3("Flagged hours", style=_TITLE),
-                            html.Div(
-                                hours_table([], "no flagged hours"),
-                                id="flagged-table",
-                                style=_SCROLL,
-                            ),
-                        ],
-                    ),
+                    _hours_panel("Recent hours", "no hours yet", "recent-table"),
+                    _hours_panel("Flagged hours", "no flagged hours", "flagged-table"),
                 ],
             ),
-            html.Div(
-                [
-                    "Times are UTC. Scores are calibrated: higher = more anomalous; an hour is "
-                    "flagged when its score exceeds the threshold. ",
-                    html.A("/health", href="/health", style={"color": COLORS["count"]}),
-                ],
-                style={"fontSize": "12px", "color": COLORS["muted"], "marginTop": "12px"},
-            ),
+            _page_footer(),
             dcc.Interval(id="refresh", interval=refresh_ms, n_intervals=0),
             dcc.Store(id="rendered-key"),
             dcc.Store(id="overview-key"),
         ],
+    )
+
+
+def combo_options(combos: Sequence[str], selected: str | None) -> list[dict[str, str]]:
+    """The combo selector's options: every combo and ``selected``, sorted, each once.
+
+    Parameters
+    ----------
+    combos
+        The combos known so far.
+    selected
+        The combo the page opens on (listed even when no hour of it was seen yet).
+
+    Returns
+    -------
+    list of dict
+        ``{"label": combo, "value": combo}`` per combo.
+
+    Examples
+    --------
+    >>> combo_options(["b", "a"], "c")
+    [{'label': 'a', 'value': 'a'}, {'label': 'b', 'value': 'b'}, {'label': 'c', 'value': 'c'}]
+    """
+    return [{"label": c, "value": c} for c in sorted({*combos, *([selected] if selected else [])})]
+
+
+def _page_header(subtitle: str) -> html.Div:
+    """The page title with ``subtitle`` beside it."""
+    return html.Div(
+        style={"display": "flex", "alignItems": "baseline", "gap": "14px"},
+        children=[
+            html.H1(
+                "Transaction volume anomalies",
+                style={"fontSize": "22px", "margin": "0", "fontWeight": 700},
+            ),
+            html.Span(subtitle, style={"color": COLORS["muted"], "fontSize": "13px"}),
+        ],
+    )
+
+
+def _overview_panel(selected: str | None, pipeline: Sequence[tuple[str, str]]) -> html.Div:
+    """The left panel: the (empty until refreshed) all-combos table and the pipeline facts."""
+    return html.Div(
+        style={**_PANEL, "flex": "0 0 460px", "minWidth": "0"},
+        children=[
+            html.H3("All combos", style=_TITLE),
+            html.P(
+                "Latest hour of each combo; flags counted over its last 24 hours "
+                "of data. Click a row to open it.",
+                style={
+                    "fontSize": "12px",
+                    "color": COLORS["muted"],
+                    "margin": "0 0 8px",
+                },
+            ),
+            html.Div(
+                overview_table([], selected),
+                id="overview-table",
+                style={"overflowX": "auto"},
+            ),
+            html.H3("Pipeline", style={**_TITLE, "marginTop": "20px"}),
+            html.Div(pipeline_table(pipeline), id="pipeline-info"),
+        ],
+    )
+
+
+def _combo_panel(options: list[dict[str, str]], selected: str | None) -> html.Div:
+    """The right panel: the combo selector and its (empty until refreshed) two graphs."""
+    return html.Div(
+        style={**_PANEL, "flex": "1 1 auto", "minWidth": "0"},
+        children=[
+            html.Div(
+                style={"display": "flex", "alignItems": "center", "gap": "10px"},
+                children=[
+                    html.Label(
+                        "Combo",
+                        htmlFor="combo-select",
+                        style={"fontWeight": 600, "fontSize": "14px"},
+                    ),
+                    html.Div(
+                        dcc.Dropdown(
+                            id="combo-select",
+                            options=options,
+                            value=selected,
+                            clearable=False,
+                            placeholder="waiting for scored hours…",
+                        ),
+                        style={"width": "280px"},
+                    ),
+                    html.Span(
+                        id="combo-caption",
+                        style={"fontSize": "12px", "color": COLORS["muted"]},
+                    ),
+                ],
+            ),
+            dcc.Graph(
+                id="series-graph",
+                figure=empty_figure("waiting for scored hours…", 400),
+                config={"displaylogo": False},
+                style={"height": "400px"},
+            ),
+            dcc.Graph(
+                id="score-graph",
+                figure=empty_figure("", 230),
+                config={"displaylogo": False},
+                style={"height": "230px"},
+            ),
+        ],
+    )
+
+
+def _hours_panel(title: str, empty: str, table_id: str) -> html.Div:
+    """A half-width panel titled ``title`` holding an (empty until refreshed) hours table."""
+    return html.Div(
+        style={**_PANEL, "flex": "1 1 50%", "minWidth": "0"},
+        children=[
+            html.H3(title, style=_TITLE),
+            html.Div(hours_table([], empty), id=table_id, style=_SCROLL),
+        ],
+    )
+
+
+def _page_footer() -> html.Div:
+    """How to read the page, and the link to ``/health``."""
+    return html.Div(
+        [
+            "Times are UTC. Scores are calibrated: higher = more anomalous; an hour is "
+            "flagged when its score exceeds the threshold. ",
+            html.A("/health", href="/health", style={"color": COLORS["count"]}),
+        ],
+        style={"fontSize": "12px", "color": COLORS["muted"], "marginTop": "12px"},
     )
 
 
@@ -519,9 +550,21 @@ def series_figure(frame: pd.DataFrame, combo: str, truth: pd.DataFrame | None = 
     hours from the dataset file (trace ``TRUTH_NAME``)."""
     if frame.empty:
         return empty_figure(f"no scored hours for {combo} yet", 400)
+    traces = _count_traces(frame)
+    missing = frame["status"].eq("missing")
+    if missing.any():
+        traces.append(_missing_trace(frame, missing))
+    traces.append(_flagged_count_trace(frame[frame["is_anomaly"]]))
+    if truth is not None:
+        traces.append(_truth_trace(truth))
+    return {"data": traces, "layout": _series_layout(combo)}
+
+
+def _count_traces(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """The expected range (closed polygons), the dotted expected count and the count line."""
     x = _times(frame["hour"])
     band_x, band_y = band_polygons(x, frame["expected_low"], frame["expected_high"])
-    traces: list[dict[str, Any]] = [
+    return [
         {
             "type": "scatter",
             "x": band_x,
@@ -556,73 +599,79 @@ def series_figure(frame: pd.DataFrame, combo: str, truth: pd.DataFrame | None = 
             "hovertemplate": "%{y:,.0f} (%{customdata})",
         },
     ]
-    missing = frame["status"].eq("missing")
-    if missing.any():
-        filled = frame["count"].interpolate(limit_area="inside").bfill().ffill()
-        traces.append(
-            {
-                "type": "scatter",
-                "x": _times(frame.loc[missing, "hour"]),
-                "y": _nullable(filled[missing]),
-                "name": "missing hour",
-                "mode": "markers",
-                "legendrank": 6,
-                "marker": {
-                    "color": COLORS["muted"],
-                    "size": 9,
-                    "symbol": "x-thin",
-                    "line": {"width": 2, "color": COLORS["muted"]},
-                },
-                "hovertemplate": "no data for this hour",
-            }
-        )
-    flagged = frame[frame["is_anomaly"]]
-    traces.append(
-        {
-            "type": "scatter",
-            "x": _times(flagged["hour"]),
-            "y": _nullable(flagged["count"]),
-            "name": "flagged",
-            "mode": "markers",
-            "legendrank": 4,
-            "marker": {
-                "color": COLORS["flagged"],
-                "size": 9,
-                "line": {"color": "white", "width": 1},
-            },
-            "customdata": [
-                [None if pd.isna(score) else float(score), direction or ""]
-                for score, direction in zip(flagged["score"], flagged["direction"], strict=True)
-            ],
-            "hovertemplate": "flagged %{customdata[1]} · score %{customdata[0]:.2f}",
-        }
-    )
-    if truth is not None:
-        traces.append(
-            {
-                "type": "scatter",
-                "x": _times(truth["hour"]) if len(truth) else [],
-                "y": _nullable(truth["count"]) if len(truth) else [],
-                "name": TRUTH_NAME,
-                "mode": "markers",
-                "legendrank": 5,
-                "marker": {
-                    "color": COLORS["truth"],
-                    "size": 15,
-                    "symbol": "diamond-open",
-                    "line": {"width": 2},
-                },
-                "customdata": truth["anomaly_type"].fillna("").astype(str).tolist(),
-                "hovertemplate": "labelled %{customdata}",
-            }
-        )
+
+
+def _missing_trace(frame: pd.DataFrame, missing: pd.Series) -> dict[str, Any]:
+    """Grey crosses at the ``missing`` hours, drawn at the count interpolated across them."""
+    filled = frame["count"].interpolate(limit_area="inside").bfill().ffill()
+    return {
+        "type": "scatter",
+        "x": _times(frame.loc[missing, "hour"]),
+        "y": _nullable(filled[missing]),
+        "name": "missing hour",
+        "mode": "markers",
+        "legendrank": 6,
+        "marker": {
+            "color": COLORS["muted"],
+            "size": 9,
+            "symbol": "x-thin",
+            "line": {"width": 2, "color": COLORS["muted"]},
+        },
+        "hovertemplate": "no data for this hour",
+    }
+
+
+def _flagged_count_trace(flagged: pd.DataFrame) -> dict[str, Any]:
+    """Red markers on the counts of the ``flagged`` hours, hovering direction and score."""
+    return {
+        "type": "scatter",
+        "x": _times(flagged["hour"]),
+        "y": _nullable(flagged["count"]),
+        "name": "flagged",
+        "mode": "markers",
+        "legendrank": 4,
+        "marker": {
+            "color": COLORS["flagged"],
+            "size": 9,
+            "line": {"color": "white", "width": 1},
+        },
+        "customdata": [
+            [None if pd.isna(score) else float(score), direction or ""]
+            for score, direction in zip(flagged["score"], flagged["direction"], strict=True)
+        ],
+        "hovertemplate": "flagged %{customdata[1]} · score %{customdata[0]:.2f}",
+    }
+
+
+def _truth_trace(truth: pd.DataFrame) -> dict[str, Any]:
+    """Open diamonds at the hours the dataset file labels (trace ``TRUTH_NAME``)."""
+    return {
+        "type": "scatter",
+        "x": _times(truth["hour"]) if len(truth) else [],
+        "y": _nullable(truth["count"]) if len(truth) else [],
+        "name": TRUTH_NAME,
+        "mode": "markers",
+        "legendrank": 5,
+        "marker": {
+            "color": COLORS["truth"],
+            "size": 15,
+            "symbol": "diamond-open",
+            "line": {"width": 2},
+        },
+        "customdata": truth["anomaly_type"].fillna("").astype(str).tolist(),
+        "hovertemplate": "labelled %{customdata}",
+    }
+
+
+def _series_layout(combo: str) -> dict[str, Any]:
+    """The count figure's layout: titled, legend below the time axis."""
     figure_layout = _base_layout(400, combo)
     figure_layout["title"] = {"text": f"{combo}: hourly count", "x": 0, "font": {"size": 14}}
     # Up to six legend entries: below the time axis, so they never cover the title.
     figure_layout["legend"].update({"y": -0.16, "yanchor": "top", "x": 0, "xanchor": "left"})
     figure_layout["margin"] = {"l": 60, "r": 16, "t": 40, "b": 20}
     figure_layout["yaxis"]["title"] = {"text": "transactions / hour"}
-    return {"data": traces, "layout": figure_layout}
+    return figure_layout
 
 
 def score_figure(frame: pd.DataFrame, combo: str) -> Figure:

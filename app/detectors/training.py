@@ -352,88 +352,138 @@ def run_training(
     preparation).  With validation the weights of the epoch with the lowest
     ``plan.monitor`` (after the KL warm-up) are restored; without it the last ones stay.
     """
-    history: dict[str, list[float]] = {
-        f"{split}_{term}": [] for split in ("train", "val") for term in plan.terms
-    }
-    history.update({"kl_weight": [], "lr": [], "epoch_seconds": []})
-    logged = plan.logged or plan.terms
+    history = _empty_history(plan.terms)
     first_eligible = min(plan.kl_warmup_epochs, plan.epochs - 1)
-    best_loss, best_epoch, best_state = math.inf, 0, copy.deepcopy(net.state_dict())
-    bad_epochs, stopped_early, epochs_run, validated = 0, False, 0, False
+    best = _BestWeights(net)
+    stopped_early, epochs_run, validated = False, 0, False
     bar = tqdm(range(plan.epochs), desc=plan.name, unit="epoch", disable=not progress, leave=False)
     for epoch in bar:
         epoch_start = time.perf_counter()
         kl_w = hooks.kl_weight(epoch)
         lr = hooks.learning_rate()
-        net.train()
-        sums = dict.fromkeys(plan.terms, 0.0)
-        seen = 0
-        order = torch.randperm(n_windows, generator=rng.shuffle).to(device)
-        for start in range(0, n_windows, plan.batch_size):
-            rows = order[start : start + plan.batch_size]
-            terms, weight = hooks.train_step(rows, kl_w)
-            for term in plan.terms:
-                sums[term] += float(terms[term].detach()) * weight
-            seen += weight
-        hooks.end_epoch()
+        train_terms = _train_epoch(net, hooks, plan, kl_w, n_windows, rng.shuffle, device)
         epochs_run = epoch + 1
-        for term in plan.terms:
-            history[f"train_{term}"].append(sums[term] / seen)
         net.eval()
         val_terms = hooks.eval_terms(kl_w)
         validated = val_terms is not None
         for term in plan.terms:
+            history[f"train_{term}"].append(train_terms[term])
             history[f"val_{term}"].append(math.nan if val_terms is None else val_terms[term])
         history["kl_weight"].append(kl_w)
         history["lr"].append(lr)
         history["epoch_seconds"].append(time.perf_counter() - epoch_start)
-        log.info(
-            "%s epoch %d/%d %s kl_weight=%.4f lr=%.2e",
-            plan.name,
-            epochs_run,
-            plan.epochs,
-            " ".join(
-                f"{s}_{t}={history[f'{s}_{t}'][-1]:.4f}" for s in ("train", "val") for t in logged
-            ),
-            kl_w,
-            lr,
-        )
+        _log_epoch(plan, history, epochs_run, kl_w, lr)
         bar.set_postfix({label: f"{history[key][-1]:.3f}" for label, key in plan.postfix.items()})
-        if plan.stop_on_divergence and not all(
-            math.isfinite(history[f"train_{t}"][-1]) for t in plan.terms
-        ):
-            raise DataError(
-                f"{plan.name} training diverged at epoch {epochs_run}: "
-                f"{ {t: history[f'train_{t}'][-1] for t in plan.terms} } "
-                "(lower the learning rate or the adversarial weight)"
-            )
+        if plan.stop_on_divergence:
+            _check_finite(plan, train_terms, epochs_run)
         if val_terms is None or epoch < first_eligible:
             continue
-        if val_terms[plan.monitor] < best_loss:
-            best_loss, best_epoch, bad_epochs = val_terms[plan.monitor], epochs_run, 0
-            best_state = copy.deepcopy(net.state_dict())
-        else:
-            bad_epochs += 1
-            if bad_epochs >= plan.patience:
-                stopped_early = epochs_run < plan.epochs
-                log.info(
-                    "%s early stop after epoch %d (best %d)", plan.name, epochs_run, best_epoch
-                )
-                break
+        if not best.update(val_terms[plan.monitor], epochs_run, net) and (
+            best.bad_epochs >= plan.patience
+        ):
+            stopped_early = epochs_run < plan.epochs
+            log.info("%s early stop after epoch %d (best %d)", plan.name, epochs_run, best.epoch)
+            break
     bar.close()
     if validated:
-        net.load_state_dict(best_state)
-    else:
-        best_epoch = epochs_run
+        net.load_state_dict(best.state)
     return FitReport(
         epochs_run=epochs_run,
-        best_epoch=best_epoch,
-        best_val_loss=best_loss if validated else math.nan,
+        best_epoch=best.epoch if validated else epochs_run,
+        best_val_loss=best.loss if validated else math.nan,
         history=history,
         n_train_windows=int(n_windows),
         n_val_windows=int(n_val_windows),
         stopped_early=stopped_early,
     )
+
+
+def _empty_history(terms: Sequence[str]) -> dict[str, list[float]]:
+    """``FitReport.history`` before the first epoch: ``train_<t>``/``val_<t>`` per term,
+    then ``kl_weight``, ``lr`` and ``epoch_seconds``.
+
+    Examples
+    --------
+    >>> list(_empty_history(("loss", "kl")))
+    ['train_loss', 'train_kl', 'val_loss', 'val_kl', 'kl_weight', 'lr', 'epoch_seconds']
+    """
+    history: dict[str, list[float]] = {
+        f"{split}_{term}": [] for split in ("train", "val") for term in terms
+    }
+    history.update({"kl_weight": [], "lr": [], "epoch_seconds": []})
+    return history
+
+
+def _train_epoch(
+    net: torch.nn.Module,
+    hooks: TrainingHooks,
+    plan: LoopPlan,
+    kl_weight: float,
+    n_windows: int,
+    shuffle: torch.Generator,
+    device: torch.device,
+) -> dict[str, float]:
+    """One pass over the training windows in a shuffled order, then the hooks' end of
+    epoch; each term's mean over the epoch (weighted by the steps' weights)."""
+    net.train()
+    sums = dict.fromkeys(plan.terms, 0.0)
+    seen = 0
+    order = torch.randperm(n_windows, generator=shuffle).to(device)
+    for start in range(0, n_windows, plan.batch_size):
+        rows = order[start : start + plan.batch_size]
+        terms, weight = hooks.train_step(rows, kl_weight)
+        for term in plan.terms:
+            sums[term] += float(terms[term].detach()) * weight
+        seen += weight
+    hooks.end_epoch()
+    return {term: sums[term] / seen for term in plan.terms}
+
+
+def _log_epoch(
+    plan: LoopPlan, history: dict[str, list[float]], epochs_run: int, kl_w: float, lr: float
+) -> None:
+    """The per-epoch log line: the logged terms' train and validation values."""
+    logged = plan.logged or plan.terms
+    log.info(
+        "%s epoch %d/%d %s kl_weight=%.4f lr=%.2e",
+        plan.name,
+        epochs_run,
+        plan.epochs,
+        " ".join(
+            f"{s}_{t}={history[f'{s}_{t}'][-1]:.4f}" for s in ("train", "val") for t in logged
+        ),
+        kl_w,
+        lr,
+    )
+
+
+def _check_finite(plan: LoopPlan, train_terms: Mapping[str, float], epochs_run: int) -> None:
+    """``DataError`` when a training term of the epoch is not finite (training diverged)."""
+    if not all(math.isfinite(train_terms[t]) for t in plan.terms):
+        raise DataError(
+            f"{plan.name} training diverged at epoch {epochs_run}: "
+            f"{ {t: train_terms[t] for t in plan.terms} } "
+            "(lower the learning rate or the adversarial weight)"
+        )
+
+
+class _BestWeights:
+    """The lowest monitored validation loss so far, its 1-based epoch and a copy of the
+    weights then, and the epochs since it (early stopping's count)."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        self.loss, self.epoch, self.bad_epochs = math.inf, 0, 0
+        self.state = copy.deepcopy(net.state_dict())
+
+    def update(self, loss: float, epoch: int, net: torch.nn.Module) -> bool:
+        """Keep ``net``'s weights when ``loss`` is the lowest yet (True), else count one
+        more epoch without improvement (False)."""
+        if loss < self.loss:
+            self.loss, self.epoch, self.bad_epochs = loss, epoch, 0
+            self.state = copy.deepcopy(net.state_dict())
+            return True
+        self.bad_epochs += 1
+        return False
 
 
 def log_fit_done(name: str, report: FitReport, monitor: str) -> None:

@@ -402,44 +402,16 @@ def main(argv: list[str] | None = None) -> int:
     from app.logs import setup_logging
     from app.spark_session import build_spark_session
 
-    parser = argparse.ArgumentParser(
-        prog="python -m app.streaming.job",
-        description="Score every hourly count on the input topic with each combo's models and "
-        "write every scored hour to the scored topic (bad input to the dead-letter topic). "
-        "Settings come from the environment (README, Configuration).",
-    )
-    parser.add_argument(
-        "--available-now",
-        action="store_true",
-        help="process what is on the topic now, then exit (batch-like run)",
-    )
-    args = parser.parse_args(argv)
+    args = _parse_args(argv)
     setup_logging()
     kafka, spark_settings, settings = KafkaSettings(), SparkSettings(), StreamSettings()
     if args.available_now:
         settings = settings.model_copy(update={"trigger_available_now": True})
 
     from app.errors import AnomalyError
-    from app.kafka_io import ensure_product_topics, wait_for_broker
-    from app.registry import ModelRegistry
 
     try:  # a broken model directory or an absent broker: one clear line, exit 1, nothing read
-        registry = ModelRegistry(settings.model_path, detector=settings.detector)
-        known = registry.check(window=settings.window_size)
-        if settings.window_size is None:
-            settings = settings.model_copy(update={"window_size": registry.window()})
-        if settings.step_seconds is None:
-            settings = settings.model_copy(update={"step_seconds": registry.step_seconds()})
-        log.info(
-            "time step %d s (STEP_SECONDS), window %d steps, gaps up to %d steps bridged",
-            settings.resolved_step_seconds(),
-            settings.window_size,
-            settings.max_gap_steps(),
-        )
-        log.info("models for %d combos under %s: %s", len(known), settings.model_path, known)
-        check_checkpoint(spark_settings.checkpoint_location / "score_hourly_counts")
-        wait_for_broker(kafka)
-        ensure_product_topics(kafka)
+        settings, known = _prepare(kafka, spark_settings, settings)
     except AnomalyError as exc:
         log.error("cannot start: %s", exc)
         return 1
@@ -455,6 +427,68 @@ def main(argv: list[str] | None = None) -> int:
 
     heartbeat = Heartbeat(kafka, query, combos=known)
     heartbeat.start()
+    stop = _stop_on_signals()
+    try:
+        return _await_query(query, stop)
+    finally:
+        heartbeat.stop()
+        if query.isActive:
+            query.stop()
+        spark.stop()
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The job's command line (only ``--available-now``: settings come from the environment)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m app.streaming.job",
+        description="Score every hourly count on the input topic with each combo's models and "
+        "write every scored hour to the scored topic (bad input to the dead-letter topic). "
+        "Settings come from the environment (README, Configuration).",
+    )
+    parser.add_argument(
+        "--available-now",
+        action="store_true",
+        help="process what is on the topic now, then exit (batch-like run)",
+    )
+    return parser.parse_args(argv)
+
+
+def _prepare(
+    kafka: KafkaSettings, spark_settings: SparkSettings, settings: StreamSettings
+) -> tuple[StreamSettings, list[str]]:
+    """Everything checked before Spark starts: every combo's models load (the window and
+    step default to theirs), the checkpoint matches this job, the broker answers and the
+    topics exist.  The settings resolved, and the combos with models.
+
+    Raises
+    ------
+    AnomalyError
+        A broken model directory, a checkpoint of another layout, or no broker.
+    """
+    from app.kafka_io import ensure_product_topics, wait_for_broker
+    from app.registry import ModelRegistry
+
+    registry = ModelRegistry(settings.model_path, detector=settings.detector)
+    known = registry.check(window=settings.window_size)
+    if settings.window_size is None:
+        settings = settings.model_copy(update={"window_size": registry.window()})
+    if settings.step_seconds is None:
+        settings = settings.model_copy(update={"step_seconds": registry.step_seconds()})
+    log.info(
+        "time step %d s (STEP_SECONDS), window %d steps, gaps up to %d steps bridged",
+        settings.resolved_step_seconds(),
+        settings.window_size,
+        settings.max_gap_steps(),
+    )
+    log.info("models for %d combos under %s: %s", len(known), settings.model_path, known)
+    check_checkpoint(spark_settings.checkpoint_location / "score_hourly_counts")
+    wait_for_broker(kafka)
+    ensure_product_topics(kafka)
+    return settings, known
+
+
+def _stop_on_signals() -> threading.Event:
+    """An event that SIGTERM and SIGINT set (each logged) instead of killing the process."""
     stop = threading.Event()
 
     def _stop(signum: int, frame: FrameType | None) -> None:
@@ -463,17 +497,16 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    try:
-        while query.isActive and not stop.is_set():
-            query.awaitTermination(timeout=1)
-        if query.exception() is not None:
-            log.error("query failed: %s", query.exception())
-            return 1
-    finally:
-        heartbeat.stop()
-        if query.isActive:
-            query.stop()
-        spark.stop()
+    return stop
+
+
+def _await_query(query: StreamingQuery, stop: threading.Event) -> int:
+    """Wait until ``query`` ends or ``stop`` is set; 1 when the query failed, else 0."""
+    while query.isActive and not stop.is_set():
+        query.awaitTermination(timeout=1)
+    if query.exception() is not None:
+        log.error("query failed: %s", query.exception())
+        return 1
     return 0
 
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Literal, NamedTuple
 
 Status = Literal["ready", "warming_up", "missing", "duplicate", "late", "ahead"]
 
@@ -199,82 +199,124 @@ def advance(
     if window < 1:
         raise ValueError(f"window must be >= 1, got {window}")
     emissions: list[Emission] = []
-    last, values, run = state.last_step, list(state.values), state.run_length
+    cursor = _Cursor(state.last_step, list(state.values), state.run_length)
     held = state.held
-
-    def apply(row: StepCount) -> None:
-        nonlocal last, values, run
-        if last is not None:
-            gap = row.step - last - 1
-            for k in range(min(gap, max_missing_report)):
-                emissions.append(Emission(row.combo, last + 1 + k, "missing", None))
-            if gap > max_gap_steps:
-                values, run = [], 0
-            else:
-                values.extend([math.nan] * gap)
-                run += gap
-        values.append(float(row.count))
-        values = values[-window:]
-        run += 1
-        last = row.step
-        status: Status = "ready" if run >= window else "warming_up"
-        emissions.append(
-            Emission(
-                row.combo,
-                row.step,
-                status,
-                row.count,
-                tuple(values) if status == "ready" else None,
-                ref=row.ref,
-                source=row.source,
-            )
-        )
-
-    def refute(row: StepCount) -> None:
-        ahead = row.step - (last if last is not None else row.step)
-        reason = (
-            f"too far ahead of this combo: {ahead} steps after its newest accepted step "
-            f"(MAX_AHEAD_STEPS={max_ahead_steps}), and the combo's next hour came before it"
-        )
-        emissions.append(
-            Emission(
-                row.combo,
-                row.step,
-                "ahead",
-                row.count,
-                ref=row.ref,
-                source=row.source,
-                reason=reason,
-            )
-        )
-
+    limits = (window, max_gap_steps, max_missing_report)
     for row in sorted(rows, key=lambda r: r.step):
         if row.combo != state.combo:
             raise ValueError(f"row for combo {row.combo!r} fed to the state of {state.combo!r}")
-        if last is not None and row.step <= last:
-            status: Status = "duplicate" if row.step == last else "late"
+        repeat = _repeat_status(row.step, cursor.last, held)
+        if repeat is not None:
             emissions.append(
-                Emission(row.combo, row.step, status, row.count, ref=row.ref, source=row.source)
-            )
-            continue
-        if held is not None and row.step == held.step:
-            emissions.append(
-                Emission(
-                    row.combo, row.step, "duplicate", row.count, ref=row.ref, source=row.source
-                )
+                Emission(row.combo, row.step, repeat, row.count, ref=row.ref, source=row.source)
             )
             continue
         if held is not None:
             if row.step > held.step:  # the feed went on past the held step: a real jump
-                apply(held)
+                cursor = _apply(cursor, held, emissions, *limits)
             else:  # the next row came before it: the held step was a bad timestamp
-                refute(held)
+                emissions.append(_refuted(held, cursor.last, max_ahead_steps))
             held = None
+        last = cursor.last
         if last is not None and max_ahead_steps is not None and row.step - last > max_ahead_steps:
             held = row
         else:
-            apply(row)
+            cursor = _apply(cursor, row, emissions, *limits)
     new_state = replace(
-        state, last_step=last, values=tuple(values), run_length=min(run, window), held=held
+        state,
+        last_step=cursor.last,
+        values=tuple(cursor.values),
+        run_length=min(cursor.run, window),
+        held=held,
     )
     return new_state, emissions
+
+
+class _Cursor(NamedTuple):
+    """Where one combo's window stands while ``advance`` feeds it rows."""
+
+    last: int | None  # the newest accepted step
+    values: list[float]  # at most ``window``, oldest first, NaN = missing
+    run: int  # steps since the last reset (not capped at ``window``)
+
+
+def _apply(
+    cursor: _Cursor,
+    row: StepCount,
+    emissions: list[Emission],
+    window: int,
+    max_gap_steps: int,
+    max_missing_report: int,
+) -> _Cursor:
+    """Accept ``row`` (a step after ``cursor.last``): report the gap before it as ``missing``
+    (bridged with NaN, or a reset when longer than ``max_gap_steps``), append its value and
+    emit its ``ready``/``warming_up`` status; add both to ``emissions``.
+
+    Returns
+    -------
+    _Cursor
+        The cursor after ``row``; ``cursor.values`` (``advance``'s own working list) is
+        extended in place on the way, so only the returned cursor is to be used.
+    """
+    last, values, run = cursor
+    if last is not None:
+        gap = row.step - last - 1
+        for k in range(min(gap, max_missing_report)):
+            emissions.append(Emission(row.combo, last + 1 + k, "missing", None))
+        if gap > max_gap_steps:
+            values, run = [], 0
+        else:
+            values.extend([math.nan] * gap)
+            run += gap
+    values.append(float(row.count))
+    values = values[-window:]
+    run += 1
+    status: Status = "ready" if run >= window else "warming_up"
+    emissions.append(
+        Emission(
+            row.combo,
+            row.step,
+            status,
+            row.count,
+            tuple(values) if status == "ready" else None,
+            ref=row.ref,
+            source=row.source,
+        )
+    )
+    return _Cursor(row.step, values, run)
+
+
+def _repeat_status(step: int, last: int | None, held: StepCount | None) -> Status | None:
+    """``"duplicate"`` or ``"late"`` for a step at or before the newest accepted one (or
+    at the held one); None for a new step.
+
+    Examples
+    --------
+    >>> _repeat_status(5, 5, None), _repeat_status(4, 5, None), _repeat_status(6, 5, None)
+    ('duplicate', 'late', None)
+    >>> _repeat_status(9, 5, StepCount("A", 9, 1.0))
+    'duplicate'
+    """
+    if last is not None and step <= last:
+        return "duplicate" if step == last else "late"
+    if held is not None and step == held.step:
+        return "duplicate"
+    return None
+
+
+def _refuted(held: StepCount, last: int | None, max_ahead_steps: int | None) -> Emission:
+    """The ``ahead`` emission of a held step that the combo's next row came before."""
+    ahead = held.step - (last if last is not None else held.step)
+    reason = (
+        f"too far ahead of this combo: {ahead} steps after its newest accepted step "
+        f"(MAX_AHEAD_STEPS={max_ahead_steps}), and the combo's next hour came before it"
+    )
+    return Emission(
+        held.combo,
+        held.step,
+        "ahead",
+        held.count,
+        ref=held.ref,
+        source=held.source,
+        reason=reason,
+    )
