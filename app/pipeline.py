@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -447,63 +447,95 @@ def stack_copies(parts: list[Copy]) -> Copy:
     )
 
 
-def best_threshold(
-    scores: NDArray[np.float64],
-    vset: ValidationSet,
-    *,
-    objective: Objective,
-    step_hours: float,
-    min_precision: float | None = None,
-    ties: Ties = DEFAULT_TIES,
-    max_flag_share: float | None = DEFAULT_ALARM_BUDGET,
-    false_alarm_weight: float = 1.0,
-) -> Any:
-    """The threshold on ``scores`` (aligned with ``vset``) that maximises ``objective``,
-    within the alarm budget on the clean validation steps (``None``: no budget), each false
-    alarm counted ``false_alarm_weight`` times."""
-    return choose_threshold(
-        scores,
-        vset.labels,
-        vset.event_ids,
-        np.isfinite(scores),
-        objective=objective,
-        step_hours=step_hours,
-        min_precision=min_precision,
-        ties=ties,
-        clean=None if max_flag_share is None else vset.clean,
-        max_flag_share=max_flag_share,
-        false_alarm_weight=false_alarm_weight,
-    )
+@dataclass(frozen=True)
+class ThresholdRule:
+    """How thresholds are chosen on the validation split: the one set of knobs every
+    calibration shares (each detector's and the ensemble's; ``app.train``'s options).
+
+    Attributes
+    ----------
+    seed
+        Seeds the injected events (with the combo and the copy).
+    n_inject, copies
+        Spikes/dips injected into each of ``copies`` copies of the validation split.
+    objective, min_precision, ties
+        What the threshold maximises, an optional precision floor, and which of tied
+        thresholds is taken (:func:`app.postprocess.threshold.choose_threshold`).
+    max_flag_share, max_flags_per_day
+        The alarm budget on clean validation steps (``None``: none; per day: no cap).
+    events_per_week
+        The anomaly rate the stream is expected to meet: false alarms weigh as much more as
+        the injected events are denser (:func:`false_alarm_weight`; ``None``: unweighted).
+    """
+
+    seed: int = 42
+    n_inject: int = DEFAULT_N_INJECT
+    copies: int = DEFAULT_INJECT_COPIES
+    objective: Objective = "event_f1"
+    min_precision: float | None = None
+    ties: Ties = DEFAULT_TIES
+    max_flag_share: float | None = DEFAULT_ALARM_BUDGET
+    max_flags_per_day: float | None = DEFAULT_MAX_FLAGS_PER_DAY
+    events_per_week: float | None = DEFAULT_EVENTS_PER_WEEK
+
+    def validation_set(self, score_fn: ScoreFn, series: ComboSeries) -> ValidationSet:
+        """The validation split and its injected copies, scored by ``score_fn``."""
+        return validation_set(
+            score_fn, series, seed=self.seed, n_inject=self.n_inject, copies=self.copies
+        )
+
+    def budget(self, series: ComboSeries) -> float | None:
+        """The share of clean validation steps a threshold may flag on ``series``."""
+        return flag_share_budget(self.max_flag_share, series.step_seconds, self.max_flags_per_day)
+
+    def choose(
+        self, scores: NDArray[np.float64], vset: ValidationSet, series: ComboSeries
+    ) -> tuple[Any, float]:
+        """The best threshold on ``scores`` (aligned with ``vset``) within the budget, and
+        the false-alarm weight it was chosen with."""
+        fa_weight = vset.false_alarm_weight(series.timebase, self.events_per_week)
+        choice = choose_threshold(
+            scores,
+            vset.labels,
+            vset.event_ids,
+            np.isfinite(scores),
+            objective=self.objective,
+            step_hours=series.step_seconds / 3600,
+            min_precision=self.min_precision,
+            ties=self.ties,
+            clean=None if self.budget(series) is None else vset.clean,
+            max_flag_share=self.budget(series),
+            false_alarm_weight=fa_weight,
+        )
+        return choice, fa_weight
+
+    def record(self, series: ComboSeries, fa_weight: float) -> dict[str, Any]:
+        """What a decision records of the rule: the budget, and the false-alarm weighting
+        where it is not 1 (decisions with the plain event F1 read as before it existed)."""
+        out: dict[str, Any] = {
+            "alarm_budget": self.budget(series),
+            "alarm_budget_per_day": self.max_flags_per_day,
+        }
+        if fa_weight != 1.0:
+            out.update(expected_events_per_week=self.events_per_week, false_alarm_weight=fa_weight)
+        return out
 
 
-def _weighting_record(events_per_week: float | None, fa_weight: float) -> dict[str, Any]:
-    """What a decision records of its false-alarm weighting: nothing where the weight is 1
-    (the plain event F1, as every decision made before it had)."""
-    if fa_weight == 1.0:
-        return {}
-    return {"expected_events_per_week": events_per_week, "false_alarm_weight": fa_weight}
+def _rule(rule: ThresholdRule | None, changes: dict[str, Any]) -> ThresholdRule:
+    """``rule`` (default: ``ThresholdRule()``) with keyword ``changes``."""
+    return replace(rule or ThresholdRule(), **changes)
 
 
 def calibrate_scores(
-    score_fn: ScoreFn,
-    series: ComboSeries,
-    *,
-    seed: int = 42,
-    n_inject: int = DEFAULT_N_INJECT,
-    copies: int = DEFAULT_INJECT_COPIES,
-    objective: Objective = "event_f1",
-    min_precision: float | None = None,
-    ties: Ties = DEFAULT_TIES,
-    max_flag_share: float | None = DEFAULT_ALARM_BUDGET,
-    max_flags_per_day: float | None = DEFAULT_MAX_FLAGS_PER_DAY,
-    events_per_week: float | None = DEFAULT_EVENTS_PER_WEEK,
+    score_fn: ScoreFn, series: ComboSeries, rule: ThresholdRule | None = None, **changes: Any
 ) -> tuple[Decision, dict[str, Any]]:
     """Fit a calibrator and choose a threshold on the validation split only.
 
     The calibrator is fitted on clean validation hours (no label, no injection); the
-    threshold maximises ``objective`` over the real and the injected copies (see
+    threshold maximises the rule's objective over the real and the injected copies (see
     ``validation_set``), each false alarm weighted by how much denser the injected events
-    are than ``events_per_week`` (``false_alarm_weight``; ``None``: unweighted).
+    are than ``rule.events_per_week`` (``false_alarm_weight``).  Keyword ``changes`` change
+    single fields of ``rule`` (``calibrate_scores(fn, series, copies=2)``).
 
     Returns
     -------
@@ -511,42 +543,26 @@ def calibrate_scores(
         The ``Decision``: the calibrator, the threshold (calibrated and raw) and how it
         was chosen; ``decision.to_dict()`` goes into the artifact's ``meta.json``.
     """
-    max_flag_share = flag_share_budget(max_flag_share, series.step_seconds, max_flags_per_day)
-    vset = validation_set(score_fn, series, seed=seed, n_inject=n_inject, copies=copies)
+    rule = _rule(rule, changes)
+    vset = rule.validation_set(score_fn, series)
     calibrator = EmpiricalCalibrator().fit(vset.raw[vset.clean])
     calibrated = calibrator.transform(vset.raw)
-    step_hours = series.step_seconds / 3600
-    fa_weight = vset.false_alarm_weight(series.timebase, events_per_week)
-    choice = best_threshold(
-        calibrated,
-        vset,
-        objective=objective,
-        step_hours=step_hours,
-        min_precision=min_precision,
-        ties=ties,
-        max_flag_share=max_flag_share,
-        false_alarm_weight=fa_weight,
-    )
+    choice, fa_weight = rule.choose(calibrated, vset, series)
     real_raw = vset.raw[: vset.n_real]
     finite = real_raw[np.isfinite(real_raw)]
     above = finite[calibrator.transform(finite) > choice.threshold]
-    decision = Decision(
-        threshold=float(choice.threshold),
-        calibrator=calibrator,
-        record={
-            "threshold_raw": float(above.min()) if len(above) else None,
-            "choice": choice.to_dict(),
-            "rule": RULE,
-            "n_injected_events": vset.n_injected_events,
-            "n_injected_copies": copies,
-            "ties": ties,
-            "calibration_split": "val",
-            "alarm_budget": max_flag_share,
-            "alarm_budget_per_day": max_flags_per_day,
-            "operating_point": choice.operating_point,
-            **_weighting_record(events_per_week, fa_weight),
-        },
-    )
+    record = {
+        "threshold_raw": float(above.min()) if len(above) else None,
+        "choice": choice.to_dict(),
+        "rule": RULE,
+        "n_injected_events": vset.n_injected_events,
+        "n_injected_copies": rule.copies,
+        "ties": rule.ties,
+        "calibration_split": "val",
+        **rule.record(series, fa_weight),
+        "operating_point": choice.operating_point,
+    }
+    decision = Decision(threshold=float(choice.threshold), calibrator=calibrator, record=record)
     cal_real = calibrated[: vset.n_real]
     metrics = evaluate_series(
         cal_real,
@@ -554,7 +570,7 @@ def calibrate_scores(
         vset.labels[: vset.n_real],
         event_ids=vset.event_ids[: vset.n_real],
         valid=np.isfinite(cal_real),
-        step_hours=step_hours,
+        step_hours=series.step_seconds / 3600,
     )
     return decision, metrics
 
@@ -562,57 +578,31 @@ def calibrate_scores(
 def fit_ensemble(
     series: ComboSeries,
     detectors: Mapping[str, Any],
-    *,
-    seed: int = 42,
-    n_inject: int = DEFAULT_N_INJECT,
-    copies: int = DEFAULT_INJECT_COPIES,
-    objective: Objective = "event_f1",
-    min_precision: float | None = None,
-    ties: Ties = DEFAULT_TIES,
-    max_flag_share: float | None = DEFAULT_ALARM_BUDGET,
-    max_flags_per_day: float | None = DEFAULT_MAX_FLAGS_PER_DAY,
-    events_per_week: float | None = DEFAULT_EVENTS_PER_WEEK,
+    rule: ThresholdRule | None = None,
+    **changes: Any,
 ) -> dict[str, Any]:
     """Choose how to merge the calibrated scores of one combo's detectors, on validation only.
 
     ``detectors`` maps each detector's name to its trained detector (its meta holds its
     ``decision``); the primary detector (``catalog.PRIMARY``) must be among them.  Every
     candidate of ``combine.candidate_settings`` (weights of the weighted mean, and max)
-    gets its own best threshold on the validation set (real + injected hours); the
-    candidate with the best objective wins, ties going to the larger primary weight (the
-    simpler model).  Weight 1 is the primary alone, so on validation the ensemble is never
-    worse than it.
+    gets its own best threshold on the validation set (real + injected hours) under
+    ``rule`` (with keyword ``changes``); the candidate with the best objective wins, ties
+    going to the larger primary weight (the simpler model).  Weight 1 is the primary alone,
+    so on validation the ensemble is never worse than it.
     """
     from app.postprocess.combine import WEIGHT_KEY, candidate_settings, combine_calibrated
 
-    max_flag_share = flag_share_budget(max_flag_share, series.step_seconds, max_flags_per_day)
+    rule = _rule(rule, changes)
     calibrated = {}
     # The injections depend only on (seed, combo) and the data, so both detectors' validation
     # sets hold the same hours, labels and event ids: the last ``vset`` serves for all.
     for name, detector in detectors.items():
-        vset = validation_set(
-            detector_score_fn(detector, series),
-            series,
-            seed=seed,
-            n_inject=n_inject,
-            copies=copies,
-        )
+        vset = rule.validation_set(detector_score_fn(detector, series), series)
         calibrated[name] = Decision.from_dict(detector.meta["decision"]).calibrate(vset.raw)
-    step_hours = series.step_seconds / 3600
-    fa_weight = vset.false_alarm_weight(series.timebase, events_per_week)
     tried = []
     for candidate in candidate_settings():
-        combined = combine_calibrated(calibrated, candidate)
-        choice = best_threshold(
-            combined,
-            vset,
-            objective=objective,
-            step_hours=step_hours,
-            min_precision=min_precision,
-            ties=ties,
-            max_flag_share=max_flag_share,
-            false_alarm_weight=fa_weight,
-        )
+        choice, fa_weight = rule.choose(combine_calibrated(calibrated, candidate), vset, series)
         tried.append(
             {
                 **candidate,
@@ -626,13 +616,11 @@ def fit_ensemble(
         value = entry["objective_value"] if entry["objective_value"] is not None else -1.0
         return (value, entry.get(WEIGHT_KEY, -1.0))
 
-    best = max(tried, key=rank)
+    best: dict[str, Any] = max(tried, key=rank)
     return {
         **best,
-        "alarm_budget": max_flag_share,
-        "alarm_budget_per_day": max_flags_per_day,
-        **_weighting_record(events_per_week, fa_weight),
-        "objective": objective,
+        **rule.record(series, fa_weight),
+        "objective": rule.objective,
         "chosen_on": "val (real + injected)",
         "candidates": tried,
     }

@@ -41,6 +41,7 @@ from app.pipeline import (
     MAX_DEFAULT_WINDOW_STEPS,
     Choice,
     ComboSeries,
+    ThresholdRule,
     calibrate_scores,
     detector_class,
     detector_score_fn,
@@ -364,17 +365,17 @@ def choose_component_weight(detector: Any, series: ComboSeries) -> None:
         )
 
 
-def calibration_kwargs(config: TrainConfig) -> dict[str, Any]:
+def threshold_rule(config: TrainConfig) -> ThresholdRule:
     """How thresholds are chosen on validation, from the CLI's arguments."""
-    return {
-        "seed": config.seed,
-        "n_inject": config.n_inject,
-        "copies": config.inject_copies,
-        "ties": config.threshold_ties,
-        "max_flag_share": config.alarm_budget,
-        "max_flags_per_day": config.alarm_budget_per_day,
-        "events_per_week": config.events_per_week or None,
-    }
+    return ThresholdRule(
+        seed=config.seed,
+        n_inject=config.n_inject,
+        copies=config.inject_copies,
+        ties=config.threshold_ties,
+        max_flag_share=config.alarm_budget,
+        max_flags_per_day=config.alarm_budget_per_day,
+        events_per_week=config.events_per_week or None,
+    )
 
 
 def series_params(name: str, series: ComboSeries, config: TrainConfig) -> Any:
@@ -410,7 +411,7 @@ def train_one(
         choose_component_weight(detector, series)
 
     chosen, val_metrics = calibrate_scores(
-        detector_score_fn(detector, series), series, **calibration_kwargs(config)
+        detector_score_fn(detector, series), series, threshold_rule(config)
     )
     decision = chosen.to_dict()
     warn_if_budget_fallback(series.combo, name, decision)
@@ -548,7 +549,7 @@ def write_ensemble(frame: Any, root: Path, config: TrainConfig) -> Path:
             name: detector_class(name).load(artifacts.detector_dir(root, name, combo))
             for name in detector_names()
         }
-        combos[combo] = fit_ensemble(series, detectors, **calibration_kwargs(config))
+        combos[combo] = fit_ensemble(series, detectors, threshold_rule(config))
         log.info(
             "combo=%s ensemble: %s; %s",
             combo,
