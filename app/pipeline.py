@@ -720,14 +720,7 @@ def fit_to_history(
         choose("log_transform", False, "--values real: values are not counts")
     window = int(base.window)
     if "window" not in explicit:
-        why = "the model's default"
-        if name == "fcvae" and not preset:
-            window = max(MIN_WINDOW_STEPS, min(MAX_NETWORK_WINDOW_STEPS, tb.week))
-            why = f"one week of steps, at most {MAX_NETWORK_WINDOW_STEPS}"
-        if n_train is not None and n_train < 3 * window:
-            floor = MIN_WINDOW_STEPS if name == "fcvae" else MIN_WINDOW_STEPS // 2
-            window = max(floor, n_train // 3)
-            why = f"3 windows must fit in the {tb.describe(n_train)} of training data"
+        window, why = _fit_window(name, window, tb, n_train, preset)
         choose("window", window, why)
     if (
         "reference_weeks" in fields
@@ -735,42 +728,67 @@ def fit_to_history(
         and base.reference_weeks
         and n_train is not None
     ):
-        weeks = _fitting_count(
-            REFERENCE_WEEKS_CHOICES, tb.week, window, n_train, base.reference_weeks
+        try_days = (
+            daily_reference and "reference_period" in fields and "reference_period" not in explicit
         )
-        days = 0
-        if (
-            daily_reference
-            and not weeks
-            and "reference_period" in fields
-            and "reference_period" not in explicit
+        for field, value, why in _fit_reference(
+            base, tb, window, n_train, try_days=try_days, daily=daily_reference
         ):
-            days = _fitting_count(REFERENCE_DAYS_CHOICES, tb.day, window, n_train)
-        if weeks:
-            why = f"{weeks} weeks fit in the training data ({tb.describe(n_train)})"
-            choose("reference_period", "week", "weeks fit")
-        elif days:
-            why = (
-                f"no weekly reference fits ({tb.describe(n_train)} of training data), "
-                f"{days} days do: each step is modelled against the same time of day"
-            )
-            choose("reference_period", "day", why)
-        else:
-            need = REFERENCE_WEEKS_CHOICES[-1] * tb.week + 3 * window + tb.week
-            why = (
-                f"too little history for a same-hour-of-week reference: "
-                f"{REFERENCE_WEEKS_CHOICES[-1]} weeks need {tb.describe(need)} of training "
-                f"data, this series has {tb.describe(n_train)}"
-                if need > n_train
-                else f"{REFERENCE_WEEKS_CHOICES[-1]} weeks of {tb.week} steps exceed the "
-                f"{MAX_DEFAULT_WINDOW_STEPS}-step window limit (--reference-weeks sets it)"
-            )
-            if daily_reference:
-                why += f"; no daily reference of {REFERENCE_DAYS_CHOICES[-1]}+ days fits either"
-        choose("reference_weeks", weeks or days, why)
+            choose(field, value, why)
     if not preset and n_train is not None and "epochs" not in explicit:
         _fit_epochs(base, n_train, choose)
     return update, choices
+
+
+def _fit_window(
+    name: str, window: int, tb: TimeBase, n_train: int | None, preset: bool
+) -> tuple[int, str]:
+    """The network window for a series, and why: FCVAE's is one week of steps (at most
+    ``MAX_NETWORK_WINDOW_STEPS``) unless a preset sets it; any window shrinks so that three
+    fit in the training data."""
+    why = "the model's default"
+    if name == "fcvae" and not preset:
+        window = max(MIN_WINDOW_STEPS, min(MAX_NETWORK_WINDOW_STEPS, tb.week))
+        why = f"one week of steps, at most {MAX_NETWORK_WINDOW_STEPS}"
+    if n_train is not None and n_train < 3 * window:
+        floor = MIN_WINDOW_STEPS if name == "fcvae" else MIN_WINDOW_STEPS // 2
+        window = max(floor, n_train // 3)
+        why = f"3 windows must fit in the {tb.describe(n_train)} of training data"
+    return window, why
+
+
+def _fit_reference(
+    base: Any, tb: TimeBase, window: int, n_train: int, *, try_days: bool, daily: bool
+) -> list[tuple[str, Any, str]]:
+    """``(field, value, why)`` of the reference a series' history holds: the most weeks
+    that fit, else (``try_days``) the most days, else none."""
+    weeks = _fitting_count(REFERENCE_WEEKS_CHOICES, tb.week, window, n_train, base.reference_weeks)
+    days = (
+        0
+        if weeks or not try_days
+        else _fitting_count(REFERENCE_DAYS_CHOICES, tb.day, window, n_train)
+    )
+    if weeks:
+        why = f"{weeks} weeks fit in the training data ({tb.describe(n_train)})"
+        return [("reference_period", "week", "weeks fit"), ("reference_weeks", weeks, why)]
+    if days:
+        why = (
+            f"no weekly reference fits ({tb.describe(n_train)} of training data), "
+            f"{days} days do: each step is modelled against the same time of day"
+        )
+        return [("reference_period", "day", why), ("reference_weeks", days, why)]
+    need = REFERENCE_WEEKS_CHOICES[-1] * tb.week + 3 * window + tb.week
+    why = (
+        f"too little history for a same-hour-of-week reference: "
+        f"{REFERENCE_WEEKS_CHOICES[-1]} weeks need {tb.describe(need)} of training "
+        f"data, this series has {tb.describe(n_train)}"
+        if need > n_train
+        else f"{REFERENCE_WEEKS_CHOICES[-1]} weeks of {tb.week} steps exceed the "
+        f"{MAX_DEFAULT_WINDOW_STEPS}-step window limit (--reference-weeks sets it)"
+    )
+    if daily:
+        why += f"; no daily reference of {REFERENCE_DAYS_CHOICES[-1]}+ days fits either"
+    return [("reference_weeks", 0, why)]
 
 
 def _fit_epochs(base: Any, n_train: int, choose: Callable[[str, Any, str], None]) -> None:

@@ -105,25 +105,16 @@ def inject_anomalies(
     (3, True)
     """
     x = np.asarray(values, dtype=np.float64)
-    if x.ndim != 1:
-        raise ContractError(f"values must be 1-D, got shape {x.shape}")
-    if not isinstance(rng, np.random.Generator):
-        raise ContractError(f"rng must be a numpy Generator, got {type(rng).__name__}")
-    if n_events < 0:
-        raise ContractError(f"n_events must be >= 0, got {n_events}")
-    unknown = [k for k in kinds if k not in _KINDS]
-    if not kinds or unknown:
-        raise ContractError(f"kinds must be a non-empty subset of {_KINDS}, got {tuple(kinds)}")
-    lo_d, hi_d = int(duration_steps[0]), int(duration_steps[1])
-    if not 1 <= lo_d <= hi_d:
-        raise ContractError(f"duration_steps must satisfy 1 <= lo <= hi, got {duration_steps}")
-    if additive_scale is not None and not additive_scale > 0:
-        raise ContractError(f"additive_scale must be > 0, got {additive_scale!r}")
-    for name, (lo, hi) in (("spike_magnitude", spike_magnitude), ("dip_magnitude", dip_magnitude)):
-        if not 0 <= lo <= hi or (name == "dip_magnitude" and hi > 1):
-            raise ContractError(f"{name} must be an ordered range of m >= 0, got {(lo, hi)}")
-    if min_gap_steps < 0:
-        raise ContractError(f"min_gap_steps must be >= 0, got {min_gap_steps}")
+    _check_injection(
+        x,
+        rng,
+        n_events=n_events,
+        kinds=kinds,
+        duration_steps=duration_steps,
+        additive_scale=additive_scale,
+        magnitudes={"spike_magnitude": spike_magnitude, "dip_magnitude": dip_magnitude},
+        min_gap_steps=min_gap_steps,
+    )
     n = x.shape[0]
     guard = np.zeros(n, dtype=bool)
     if protect is not None:
@@ -131,38 +122,22 @@ def inject_anomalies(
         if p.shape != (n,):
             raise ContractError(f"protect has shape {p.shape}, expected ({n},)")
         guard = _dilate(p, min_gap_steps)
-
     usable = np.isfinite(x) & (x > 0) if additive_scale is None else np.isfinite(x)
     new = x.copy()
     labels = np.zeros(n, dtype=bool)
     placed: list[tuple[int, int, str, float]] = []
+    magnitude = {"spike": spike_magnitude, "dip": dip_magnitude}
     for _ in range(n_events):
-        duration = int(rng.integers(lo_d, hi_d + 1))
-        ok = usable & ~guard
-        # A start s is allowed when the window [s, s + duration) is all ok.
-        cum = np.concatenate(([0], np.cumsum(ok, dtype=np.int64)))
-        n_starts = n - duration + 1
-        if n_starts <= 0:
+        event = _draw_event(rng, usable & ~guard, duration_steps, kinds, magnitude)
+        if event is None:
             break
-        starts = np.flatnonzero(cum[duration:] - cum[:n_starts] == duration)
-        if starts.size == 0:
-            break
-        start = int(rng.choice(starts))
-        end = start + duration - 1
-        kind = str(kinds[int(rng.integers(len(kinds)))])
-        lo, hi = spike_magnitude if kind == "spike" else dip_magnitude
-        m = float(rng.uniform(lo, hi))
-        if additive_scale is None:
-            factor = 1.0 + m if kind == "spike" else 1.0 - m
-            new[start : end + 1] = x[start : end + 1] * factor
-        else:
-            shift = (3.0 + 5.0 * min(m, 1.0)) * additive_scale
-            new[start : end + 1] = x[start : end + 1] + (shift if kind == "spike" else -shift)
+        start, end, kind, m = event
+        new[start : end + 1] = _shifted(x[start : end + 1], kind, m, additive_scale)
         labels[start : end + 1] = True
         block = np.zeros(n, dtype=bool)
         block[start : end + 1] = True
         guard |= _dilate(block, min_gap_steps)
-        placed.append((start, end, kind, m))
+        placed.append(event)
     if len(placed) < n_events:
         (logger.debug if quiet else logger.warning)(
             "only %d of %d anomalies fit in %d steps (min_gap_steps=%d)",
@@ -183,6 +158,84 @@ def inject_anomalies(
     for i, (start, end, _, _) in enumerate(sorted(placed)):
         event_ids[start : end + 1] = i
     return new, labels, event_ids
+
+
+def _check_injection(
+    x: NDArray[np.float64],
+    rng: Any,
+    *,
+    n_events: int,
+    kinds: Sequence[str],
+    duration_steps: tuple[int, int],
+    additive_scale: float | None,
+    magnitudes: dict[str, tuple[float, float]],
+    min_gap_steps: int,
+) -> None:
+    """Refuse ``inject_anomalies`` options it cannot work with, naming the bad value."""
+    if x.ndim != 1:
+        raise ContractError(f"values must be 1-D, got shape {x.shape}")
+    if not isinstance(rng, np.random.Generator):
+        raise ContractError(f"rng must be a numpy Generator, got {type(rng).__name__}")
+    if n_events < 0:
+        raise ContractError(f"n_events must be >= 0, got {n_events}")
+    unknown = [k for k in kinds if k not in _KINDS]
+    if not kinds or unknown:
+        raise ContractError(f"kinds must be a non-empty subset of {_KINDS}, got {tuple(kinds)}")
+    lo_d, hi_d = int(duration_steps[0]), int(duration_steps[1])
+    if not 1 <= lo_d <= hi_d:
+        raise ContractError(f"duration_steps must satisfy 1 <= lo <= hi, got {duration_steps}")
+    if additive_scale is not None and not additive_scale > 0:
+        raise ContractError(f"additive_scale must be > 0, got {additive_scale!r}")
+    for name, (lo, hi) in magnitudes.items():
+        if not 0 <= lo <= hi or (name == "dip_magnitude" and hi > 1):
+            raise ContractError(f"{name} must be an ordered range of m >= 0, got {(lo, hi)}")
+    if min_gap_steps < 0:
+        raise ContractError(f"min_gap_steps must be >= 0, got {min_gap_steps}")
+
+
+def _draw_event(
+    rng: np.random.Generator,
+    ok: NDArray[np.bool_],
+    duration_steps: tuple[int, int],
+    kinds: Sequence[str],
+    magnitude: dict[str, tuple[float, float]],
+) -> tuple[int, int, str, float] | None:
+    """One event ``(start, end, kind, m)`` drawn where every step is ``ok`` (None: none
+    fits). Draws, in this order: the length, the start, the kind, ``m``."""
+    lo_d, hi_d = int(duration_steps[0]), int(duration_steps[1])
+    n = ok.shape[0]
+    duration = int(rng.integers(lo_d, hi_d + 1))
+    # A start s is allowed when the window [s, s + duration) is all ok.
+    cum = np.concatenate(([0], np.cumsum(ok, dtype=np.int64)))
+    n_starts = n - duration + 1
+    if n_starts <= 0:
+        return None
+    starts = np.flatnonzero(cum[duration:] - cum[:n_starts] == duration)
+    if starts.size == 0:
+        return None
+    start = int(rng.choice(starts))
+    kind = str(kinds[int(rng.integers(len(kinds)))])
+    lo, hi = magnitude[kind]
+    return start, start + duration - 1, kind, float(rng.uniform(lo, hi))
+
+
+def _shifted(
+    part: NDArray[np.float64], kind: str, m: float, additive_scale: float | None
+) -> NDArray[np.float64]:
+    """The steps of one event: multiplied by ``1 ± m`` (counts), or shifted by
+    ``±(3 + 5·min(m, 1))·additive_scale``.
+
+    Examples
+    --------
+    >>> _shifted(np.array([10.0]), "spike", 0.5, None).tolist()
+    [15.0]
+    >>> _shifted(np.array([1.0]), "dip", 1.0, 0.5).tolist()
+    [-3.0]
+    """
+    if additive_scale is None:
+        return part * (1.0 + m if kind == "spike" else 1.0 - m)
+    shift = (3.0 + 5.0 * min(m, 1.0)) * additive_scale
+    return part + (shift if kind == "spike" else -shift)
 
 
 def _dilate(mask: NDArray[np.bool_], radius: int) -> NDArray[np.bool_]:
