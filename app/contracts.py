@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from app.catalog import detector_names
 from app.ingest import Accepted, _combo, _produced_at, _Reject, parse_timestamp, show
 
 #: Spark DDL schema of an hourly-count message's JSON value (for tests that read the input
@@ -117,6 +118,9 @@ class ScoredHour(BaseModel):
     the common calibrated scale (TECHNICAL.md, "Scores").  Fields that do not apply to
     a status are null (a ``missing`` hour has no count and no score).
     The sink is at-least-once: consumers keep the newest record per (combo, hour).
+    Every detector registered in ``app.catalog`` has its ``<name>_score`` and
+    ``<name>_calibrated`` on the wire (``scored_fields``); the model declares the shipped
+    detectors' ones.
     """
 
     model_config = ConfigDict(extra="ignore", frozen=True)
@@ -144,20 +148,55 @@ class ScoredHour(BaseModel):
     scored_at: str | None = None
 
 
-#: ``ScoredHour`` fields that come from scoring (a bundle's named arrays); the rest name
-#: the hour, its status and provenance.
-SCORE_FIELDS: tuple[str, ...] = tuple(
-    name
-    for name in ScoredHour.model_fields
-    if name
-    not in {"combo", "hour", "status", "count", "detector", "model_version", "error"}
+#: ``ScoredHour`` fields that name the hour, its status and provenance (not from scoring).
+_NOT_SCORED = frozenset(
+    {"combo", "hour", "status", "count", "detector", "model_version", "error"}
     | {"produced_at", "scored_at"}
 )
+#: ``ScoredHour`` fields that come from scoring (a bundle's named arrays); the rest name
+#: the hour, its status and provenance.  ``score_fields()`` adds every registered
+#: detector's.
+SCORE_FIELDS: tuple[str, ...] = tuple(
+    name for name in ScoredHour.model_fields if name not in _NOT_SCORED
+)
+
+
+def detector_fields(name: str) -> tuple[str, str]:
+    """Detector ``name``'s fields in a scored hour: its raw and its calibrated score.
+
+    Examples
+    --------
+    >>> detector_fields("fcvae")
+    ('fcvae_score', 'fcvae_calibrated')
+    """
+    return f"{name}_score", f"{name}_calibrated"
+
+
+def scored_fields() -> tuple[str, ...]:
+    """Every field a scored hour may carry, in wire order: ``ScoredHour``'s, with the
+    fields of each detector registered in ``app.catalog`` that the model does not declare
+    after the declared detectors' ones (before ``detector``).  With the shipped detectors
+    these are exactly ``ScoredHour``'s fields."""
+    declared = tuple(ScoredHour.model_fields)
+    added = tuple(
+        field
+        for name in detector_names()
+        for field in detector_fields(name)
+        if field not in ScoredHour.model_fields
+    )
+    cut = declared.index("detector")
+    return declared[:cut] + added + declared[cut:]
+
+
+def score_fields() -> tuple[str, ...]:
+    """The fields of a scored hour that come from scoring: ``SCORE_FIELDS`` and every
+    registered detector's, in wire order."""
+    return tuple(name for name in scored_fields() if name not in _NOT_SCORED)
 
 
 def scored_hour_json(record: dict[str, Any]) -> str:
     """The wire form of a scored hour (what the job writes to the scored topic): the
-    record's fields in ``ScoredHour``'s order, compact JSON, never NaN.
+    record's fields in ``ScoredHour``'s order (``scored_fields``), compact JSON, never NaN.
 
     A key that is not a field of the contract is an error (a programming error: the
     scorer's records are checked against the contract by the tests), so nothing travels
@@ -168,8 +207,9 @@ def scored_hour_json(record: dict[str, Any]) -> str:
     >>> scored_hour_json({"status": "missing", "hour": "2025-03-02T14:00:00Z", "combo": "A"})
     '{"combo":"A","hour":"2025-03-02T14:00:00Z","status":"missing"}'
     """
-    unknown = sorted(set(record) - set(ScoredHour.model_fields))
+    fields = scored_fields()
+    unknown = sorted(set(record) - set(fields))
     if unknown:
         raise ValueError(f"fields {unknown} are not in the ScoredHour contract")
-    ordered = {name: record[name] for name in ScoredHour.model_fields if name in record}
+    ordered = {name: record[name] for name in fields if name in record}
     return json.dumps(ordered, separators=(",", ":"), allow_nan=False)

@@ -793,7 +793,10 @@ def _fit_reference(
 
 def _fit_epochs(base: Any, n_train: int, choose: Callable[[str, Any, str], None]) -> None:
     """Fewer epochs (and a shorter KL warm-up and patience) for a series with more than
-    ``EPOCH_REFERENCE_WINDOWS`` training windows (about one per observed train step)."""
+    ``EPOCH_REFERENCE_WINDOWS`` training windows (about one per observed train step); a
+    detector without epochs (one that does not train a network) is left alone."""
+    if "epochs" not in type(base).model_fields:
+        return
     epochs = int(base.epochs)
     if n_train <= EPOCH_REFERENCE_WINDOWS or epochs <= MIN_EPOCHS:
         return

@@ -251,7 +251,7 @@ def _explicit(name: str, config: TrainConfig, base: Any) -> dict[str, Any]:
         update["reference_weeks"] = config.reference_weeks
     if config.log_transform is not None and "log_transform" in fields:
         update["log_transform"] = config.log_transform
-    if config.epochs is not None:
+    if config.epochs is not None and "epochs" in fields:
         update["epochs"] = config.epochs
     window = config.window if name == "fcvae" else config.vaegan_window
     if window is not None:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from app.contracts import SCORE_FIELDS, scored_hour_json, utc_now_iso
+from app.contracts import score_fields, scored_hour_json, utc_now_iso
 from app.ingest import cap_raw_text, cut_text
 from app.streaming.state import parse_window
 from app.timebase import window_seed
@@ -125,6 +125,7 @@ def score_emissions(
         if row.status == "ready":
             ready_rows.setdefault(row.combo, []).append(i)
 
+    fields = score_fields()  # every registered detector's scores too
     for combo, idx in ready_rows.items():
         try:
             bundle = registry.bundle(combo)
@@ -138,7 +139,7 @@ def score_emissions(
             for j, i in enumerate(idx):
                 record = records[i]
                 assert record is not None
-                for name in SCORE_FIELDS:
+                for name in fields:
                     values = result.get(name)
                     record[name] = None if values is None else _clean(values[j])
                 record["detector"] = bundle.detector
