@@ -26,6 +26,8 @@ class DetectorSpec:
     module: str
     class_name: str
     params_name: str
+    #: The ``TrainConfig`` field (CLI option) that sets its window; None: no such option.
+    window_option: str | None = None
 
     def detector_class(self) -> Any:
         return getattr(importlib.import_module(self.module), self.class_name)
@@ -38,10 +40,20 @@ DETECTORS: dict[str, DetectorSpec] = {
     spec.name: spec
     for spec in (
         DetectorSpec(
-            "fcvae", "FCVAE", "app.detectors.fcvae.detector", "FCVAEDetector", "FCVAEParams"
+            "fcvae",
+            "FCVAE",
+            "app.detectors.fcvae.detector",
+            "FCVAEDetector",
+            "FCVAEParams",
+            window_option="window",
         ),
         DetectorSpec(
-            "vaegan", "VAE+GAN", "app.detectors.vaegan.detector", "VAEGANDetector", "VAEGANParams"
+            "vaegan",
+            "VAE+GAN",
+            "app.detectors.vaegan.detector",
+            "VAEGANDetector",
+            "VAEGANParams",
+            window_option="vaegan_window",
         ),
     )
 }

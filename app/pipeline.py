@@ -676,7 +676,6 @@ class Choice:
 
 
 def fit_to_history(
-    name: str,
     base: Any,
     *,
     timebase: TimeBase,
@@ -700,7 +699,7 @@ def fit_to_history(
     Examples
     --------
     >>> from app.detectors.fcvae import FCVAEParams
-    >>> upd, why = fit_to_history("fcvae", FCVAEParams(), timebase=TimeBase(300), n_train=900)
+    >>> upd, why = fit_to_history(FCVAEParams(), timebase=TimeBase(300), n_train=900)
     >>> upd["window"], upd["reference_weeks"], upd["clean_period"]
     (168, 0, 288)
     """
@@ -720,7 +719,7 @@ def fit_to_history(
         choose("log_transform", False, "--values real: values are not counts")
     window = int(base.window)
     if "window" not in explicit:
-        window, why = _fit_window(name, window, tb, n_train, preset)
+        window, why = _fit_window(type(base), window, tb, n_train, preset)
         choose("window", window, why)
     if (
         "reference_weeks" in fields
@@ -741,17 +740,18 @@ def fit_to_history(
 
 
 def _fit_window(
-    name: str, window: int, tb: TimeBase, n_train: int | None, preset: bool
+    params_type: type, window: int, tb: TimeBase, n_train: int | None, preset: bool
 ) -> tuple[int, str]:
-    """The network window for a series, and why: FCVAE's is one week of steps (at most
-    ``MAX_NETWORK_WINDOW_STEPS``) unless a preset sets it; any window shrinks so that three
-    fit in the training data."""
+    """The network window for a series, and why: one week of steps (at most
+    ``MAX_NETWORK_WINDOW_STEPS``) for params whose ``WINDOW_IS_A_WEEK`` (FCVAE's) unless a
+    preset sets it; any window shrinks so that three fit in the training data, never below
+    the params' ``MIN_WINDOW_STEPS``."""
     why = "the model's default"
-    if name == "fcvae" and not preset:
-        window = max(MIN_WINDOW_STEPS, min(MAX_NETWORK_WINDOW_STEPS, tb.week))
+    floor = int(getattr(params_type, "MIN_WINDOW_STEPS", MIN_WINDOW_STEPS // 2))
+    if getattr(params_type, "WINDOW_IS_A_WEEK", False) and not preset:
+        window = max(floor, min(MAX_NETWORK_WINDOW_STEPS, tb.week))
         why = f"one week of steps, at most {MAX_NETWORK_WINDOW_STEPS}"
     if n_train is not None and n_train < 3 * window:
-        floor = MIN_WINDOW_STEPS if name == "fcvae" else MIN_WINDOW_STEPS // 2
         window = max(floor, n_train // 3)
         why = f"3 windows must fit in the {tb.describe(n_train)} of training data"
     return window, why

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from app import PROJECT_ROOT, artifacts
-from app.catalog import ENSEMBLE, detector_names
+from app.catalog import ENSEMBLE, detector_names, spec
 from app.cli_common import (
     add_data_arguments,
     add_runtime_arguments,
@@ -253,7 +253,8 @@ def _explicit(name: str, config: TrainConfig, base: Any) -> dict[str, Any]:
         update["log_transform"] = config.log_transform
     if config.epochs is not None and "epochs" in fields:
         update["epochs"] = config.epochs
-    window = config.window if name == "fcvae" else config.vaegan_window
+    option = spec(name).window_option
+    window = getattr(config, option) if option else None
     if window is not None:
         update["window"] = window
     if config.kl_warmup_epochs is not None and "kl_warmup_epochs" in fields:
@@ -274,7 +275,6 @@ def _params(
     base = detector_class(name).tiny_params() if config.tiny else params_class(name)()
     explicit = _explicit(name, config, base)
     fitted, choices = fit_to_history(
-        name,
         base,
         timebase=TimeBase(step_seconds),
         n_train=n_train,

@@ -281,7 +281,5 @@ def test_defaults_fit_a_detector_without_epochs() -> None:
     from app.pipeline import fit_to_history
     from app.timebase import TimeBase
 
-    update, choices = fit_to_history(
-        "median", MedianParams(), timebase=TimeBase(60), n_train=30_000
-    )
+    update, choices = fit_to_history(MedianParams(), timebase=TimeBase(60), n_train=30_000)
     assert "epochs" not in update and all(c.name != "epochs" for c in choices)

@@ -104,6 +104,11 @@ class FCVAEParams(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    #: Default window on a series of any step: one week of steps (at most
+    #: ``app.pipeline.MAX_NETWORK_WINDOW_STEPS``); shrunk to fit a short history, never
+    #: below ``MIN_WINDOW_STEPS``.
+    WINDOW_IS_A_WEEK: ClassVar[bool] = True
+    MIN_WINDOW_STEPS: ClassVar[int] = 16
 
     # network
     window: int = Field(

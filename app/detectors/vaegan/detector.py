@@ -126,6 +126,10 @@ class VAEGANParams(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    #: Default window: ``window`` steps whatever the step; shrunk to fit a short history,
+    #: never below ``MIN_WINDOW_STEPS``.
+    WINDOW_IS_A_WEEK: ClassVar[bool] = False
+    MIN_WINDOW_STEPS: ClassVar[int] = 8
 
     # network
     window: int = Field(24, ge=4, description="window length W (hours); the last is scored")
