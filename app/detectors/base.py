@@ -224,8 +224,9 @@ class NetworkDetector(Detector):
     Subclasses set ``params_class`` (a pydantic model with ``window``, ``log_transform``,
     ``min_observed_share``, ``latent_dim`` and the schedule fields of ``LoopPlan``),
     ``reserved_meta_keys`` (the meta keys they write themselves) and ``hooks_class`` (their
-    ``WindowHooks``), and implement ``_build_network``, ``_model_series`` and
-    ``_loop_plan``; ``extra_seeds`` and ``_after_fit`` add what they do after training.
+    ``WindowHooks``), ``network_class`` with its ``network_args`` and ``loop_plan``, and
+    implement ``_model_series``; ``extra_seeds`` and ``_after_fit`` add what they do after
+    training.
     They extend ``_own_meta`` and ``_load_extra`` for what else their artifacts hold, and
     ``_upgrade_params`` for older artifacts' params.
 
@@ -253,6 +254,11 @@ class NetworkDetector(Detector):
     params_class: ClassVar[type[BaseModel]]
     reserved_meta_keys: ClassVar[frozenset[str]]
     hooks_class: ClassVar[type[WindowHooks[Any, Any]]]
+    #: The network, and the ``params`` fields passed to it by name (``_build_network``).
+    network_class: ClassVar[type[PartsNetwork]]
+    network_args: ClassVar[tuple[str, ...]]
+    #: ``LoopPlan`` fields beside the schedule: loss terms, monitored term, log and bar.
+    loop_plan: ClassVar[Mapping[str, Any]]
     #: Further seeds ``fit`` derives for ``_after_fit`` (``TrainingRandomness.extra``).
     extra_seeds: ClassVar[int] = 0
     params: Any
@@ -289,9 +295,11 @@ class NetworkDetector(Detector):
             raise NotFittedError(f"{self!r} is not fitted: call fit() or load() first")
         return self._net
 
-    @abstractmethod
     def _build_network(self) -> PartsNetwork:
-        """A freshly initialised network for ``params``."""
+        """A freshly initialised ``network_class`` with the ``network_args`` of ``params``."""
+        return self.network_class(
+            **{name: getattr(self.params, name) for name in self.network_args}
+        )
 
     # --- training -----------------------------------------------------------------------------
 
@@ -404,9 +412,10 @@ class NetworkDetector(Detector):
     ) -> tuple[NDArray[np.float64], NDArray[np.float64] | None]:
         """The checked raw series on the model's scale, before standardisation (NaN kept)."""
 
-    @abstractmethod
     def _loop_plan(self) -> LoopPlan:
-        """The schedule and the named loss terms ``run_training`` follows."""
+        """The schedule of ``params`` and the detector's ``loop_plan`` (named loss terms,
+        the monitored term, ...) that ``run_training`` follows."""
+        return LoopPlan.from_params(self.name, self.params, **self.loop_plan)
 
     def _after_fit(
         self, train: NDArray[np.float64], val: NDArray[np.float64] | None, seeds: tuple[int, ...]

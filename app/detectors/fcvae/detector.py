@@ -64,6 +64,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -84,7 +85,7 @@ from app.detectors.cleaning import lagged_median, seasonal_clean, seasonal_profi
 from app.detectors.draws import window_normals
 from app.detectors.fcvae.loss import LOG_2PI, cm_elbo
 from app.detectors.fcvae.network import FCVAENetwork
-from app.detectors.training import LoopPlan, WindowHooks, chunked_means, clipped_step, kl_weight_at
+from app.detectors.training import WindowHooks, chunked_means, clipped_step, kl_weight_at
 from app.errors import ContractError, DataError
 
 log = logging.getLogger(__name__)
@@ -257,6 +258,29 @@ class FCVAEDetector(NetworkDetector):
     hooks_class: ClassVar[type[_FCVAETraining]] = _FCVAETraining
 
     params_class: ClassVar[type[BaseModel]] = FCVAEParams
+    network_class: ClassVar[type[FCVAENetwork]] = FCVAENetwork
+    network_args: ClassVar[tuple[str, ...]] = (
+        "window",
+        "latent_dim",
+        "hidden_dim",
+        "cond_dim",
+        "sub_window",
+        "stride",
+        "lfm_dim",
+        "lfm_ff_dim",
+        "n_heads",
+        "dropout",
+        "attn_dropout",
+        "var_floor",
+    )
+    loop_plan: ClassVar[Mapping[str, Any]] = MappingProxyType(
+        {
+            "terms": LOSS_TERMS,
+            "monitor": "loss",
+            "logged": ("loss", "nll", "kl_exact"),
+            "postfix": {"loss": "train_loss", "val": "val_loss"},
+        }
+    )
     params: FCVAEParams
     _net: FCVAENetwork | None
 
@@ -310,33 +334,6 @@ class FCVAEDetector(NetworkDetector):
             both = self._deviations(np.concatenate([train_arr, val_arr]))
             return both[: train.shape[0]], both[train.shape[0] :]
         return self._deviations(train_arr), val_arr
-
-    def _build_network(self) -> FCVAENetwork:
-        p = self.params
-        return FCVAENetwork(
-            window=p.window,
-            latent_dim=p.latent_dim,
-            hidden_dim=p.hidden_dim,
-            cond_dim=p.cond_dim,
-            sub_window=p.sub_window,
-            stride=p.stride,
-            lfm_dim=p.lfm_dim,
-            lfm_ff_dim=p.lfm_ff_dim,
-            n_heads=p.n_heads,
-            dropout=p.dropout,
-            attn_dropout=p.attn_dropout,
-            var_floor=p.var_floor,
-        )
-
-    def _loop_plan(self) -> LoopPlan:
-        return LoopPlan.from_params(
-            self.name,
-            self.params,
-            terms=LOSS_TERMS,
-            monitor="loss",
-            logged=("loss", "nll", "kl_exact"),
-            postfix={"loss": "train_loss", "val": "val_loss"},
-        )
 
     # --- scoring ------------------------------------------------------------------------------
 

@@ -70,6 +70,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -89,7 +90,7 @@ from app.detectors.base import (
     validate_windows,
 )
 from app.detectors.draws import window_normals
-from app.detectors.training import LoopPlan, WindowHooks, chunked_means, clipped_step, kl_weight_at
+from app.detectors.training import WindowHooks, chunked_means, clipped_step, kl_weight_at
 from app.detectors.vaegan.loss import critic_loss, vae_objective
 from app.detectors.vaegan.network import VAEGANNetwork
 from app.detectors.windows import robust_stats, robust_z, scorable_windows
@@ -322,6 +323,21 @@ class VAEGANDetector(NetworkDetector):
     extra_seeds: ClassVar[int] = 1  # the calibration windows' seeds
 
     params_class: ClassVar[type[BaseModel]] = VAEGANParams
+    network_class: ClassVar[type[VAEGANNetwork]] = VAEGANNetwork
+    network_args: ClassVar[tuple[str, ...]] = (
+        "window",
+        "latent_dim",
+        "hidden_dim",
+        "critic_hidden_dim",
+    )
+    loop_plan: ClassVar[Mapping[str, Any]] = MappingProxyType(
+        {
+            "terms": LOSS_TERMS,
+            "monitor": "recon",
+            "postfix": {"recon": "train_recon", "val": "val_recon", "critic": "train_critic"},
+            "stop_on_divergence": True,
+        }
+    )
     params: VAEGANParams
     _net: VAEGANNetwork | None
 
@@ -342,15 +358,6 @@ class VAEGANDetector(NetworkDetector):
             n_samples=8,
         )
 
-    def _build_network(self) -> VAEGANNetwork:
-        p = self.params
-        return VAEGANNetwork(
-            window=p.window,
-            latent_dim=p.latent_dim,
-            hidden_dim=p.hidden_dim,
-            critic_hidden_dim=p.critic_hidden_dim,
-        )
-
     # --- training -----------------------------------------------------------------------------
 
     def _model_series(
@@ -358,16 +365,6 @@ class VAEGANDetector(NetworkDetector):
     ) -> tuple[NDArray[np.float64], NDArray[np.float64] | None]:
         """The transformed series."""
         return self._transform(train, "train"), None if val is None else self._transform(val, "val")
-
-    def _loop_plan(self) -> LoopPlan:
-        return LoopPlan.from_params(
-            self.name,
-            self.params,
-            terms=LOSS_TERMS,
-            monitor="recon",
-            postfix={"recon": "train_recon", "val": "val_recon", "critic": "train_critic"},
-            stop_on_divergence=True,
-        )
 
     def _after_fit(
         self, train: NDArray[np.float64], val: NDArray[np.float64] | None, seeds: tuple[int, ...]
