@@ -110,11 +110,11 @@ class VAEGANNetwork(PartsNetwork):
     Parameters
     ----------
     window
-        Window length W; the last point is the one scored.
-    latent_dim, hidden_dim
-        Latent size and width of the VAE's two hidden layers.
-    critic_hidden_dim
-        Width of the critic's two hidden layers.
+        W, the steps of a window (its last step is scored).
+    latent_dim
+        Size of the latent code.
+    hidden_dim, critic_hidden_dim
+        Width of the two hidden layers of the VAE, and of the critic.
     """
 
     #: Names of the sub-networks, one ``weights.pt`` entry each.
