@@ -87,7 +87,7 @@ evaluate: install ## test-split metrics (metrics.json, metrics.md) and plots int
 # The 30-minute budget of a 2-core machine: 18 series (--subset default) and the product's
 # models capped at 5 epochs; EVAL_REAL_ARGS='--subset all' (and no cap) for the full run.
 EVAL_REAL_ARGS ?= --subset default --product-args "--epochs 5 --kl-warmup-epochs 2"
-evaluate-real: install ## real labelled series (../shared/realdata): product vs library baselines → plots/real (~25 min)
+evaluate-real: install ## real labelled series (../shared/realdata): product vs library baselines → plots/real (~13 min on 2 cores)
 	$(PY) -m app.evaluate_real --data-root ../shared/realdata $(EVAL_REAL_ARGS)
 
 score: install ## score the whole demo CSV causally into scores.csv (as the stream would)

@@ -908,7 +908,7 @@ def build_parser() -> argparse.ArgumentParser:
         "never read by training, calibration or thresholds; they only score the test part.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         epilog="Examples: `make evaluate-real` = --subset default --product-args '--epochs 5 "
-        "--kl-warmup-epochs 2' (18 series, about 20-25 minutes on 2 cores); a smoke test: "
+        "--kl-warmup-epochs 2' (18 series, about 13-25 minutes on 2 cores); a smoke test: "
         "--series wsd/110 --max-steps 12000 --tiny.  A one-word --product-args value needs "
         "the = form: --product-args=--tiny.",
     )
