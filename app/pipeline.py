@@ -376,12 +376,14 @@ def validation_set(
     seed: int = 42,
     n_inject: int = DEFAULT_N_INJECT,
     copies: int = DEFAULT_INJECT_COPIES,
+    quiet: bool = False,
 ) -> ValidationSet:
     """Score the validation split, and ``copies`` copies of it with ``n_inject`` injected
     spikes/dips each (each copy its own hours and sizes).
 
     The injections depend only on (seed, combo, copy) and the data, so every detector of a
-    combo is calibrated on the same injected hours.
+    combo is calibrated on the same injected hours. "Fewer fit" is warned once, for the first
+    copy (``quiet``: not at all, at debug level).
     """
     if copies < 1:
         raise DataError(f"copies must be >= 1, got {copies}")
@@ -399,7 +401,12 @@ def validation_set(
         # Copy 0 keeps the seed it had before there were several copies.
         purpose = "inject" if k == 0 else f"inject{k}"
         inj, inj_labels, inj_ids = injected_copy(
-            score_fn, series, pos, derive_seed(seed, series.combo, purpose), n_inject, quiet=k > 0
+            score_fn,
+            series,
+            pos,
+            derive_seed(seed, series.combo, purpose),
+            n_inject,
+            quiet=quiet or k > 0,
         )
         tag = "" if k == 0 else str(k)
         copy_ids = np.where(labels_real, f"copy{tag}:" + series.event_ids[pos], "")
@@ -478,10 +485,18 @@ class ThresholdRule:
     max_flags_per_day: float | None = DEFAULT_MAX_FLAGS_PER_DAY
     events_per_week: float | None = DEFAULT_EVENTS_PER_WEEK
 
-    def validation_set(self, score_fn: ScoreFn, series: ComboSeries) -> ValidationSet:
-        """The validation split and its injected copies, scored by ``score_fn``."""
+    def validation_set(
+        self, score_fn: ScoreFn, series: ComboSeries, *, quiet: bool = False
+    ) -> ValidationSet:
+        """The validation split and its injected copies, scored by ``score_fn`` (``quiet``:
+        "fewer fit" at debug level, for a set already made once for this series)."""
         return validation_set(
-            score_fn, series, seed=self.seed, n_inject=self.n_inject, copies=self.copies
+            score_fn,
+            series,
+            seed=self.seed,
+            n_inject=self.n_inject,
+            copies=self.copies,
+            quiet=quiet,
         )
 
     def budget(self, series: ComboSeries) -> float | None:
@@ -598,7 +613,8 @@ def fit_ensemble(
     # The injections depend only on (seed, combo) and the data, so both detectors' validation
     # sets hold the same hours, labels and event ids: the last ``vset`` serves for all.
     for name, detector in detectors.items():
-        vset = rule.validation_set(detector_score_fn(detector, series), series)
+        # Each detector's calibration made (and warned about) these injections already.
+        vset = rule.validation_set(detector_score_fn(detector, series), series, quiet=True)
         calibrated[name] = Decision.from_dict(detector.meta["decision"]).calibrate(vset.raw)
     tried = []
     for candidate in candidate_settings():
