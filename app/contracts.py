@@ -6,6 +6,7 @@ dashboard and the tests share one definition.
 
 from __future__ import annotations
 
+import functools
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -153,12 +154,6 @@ _NOT_SCORED = frozenset(
     {"combo", "hour", "status", "count", "detector", "model_version", "error"}
     | {"produced_at", "scored_at"}
 )
-#: ``ScoredHour`` fields that come from scoring (a bundle's named arrays); the rest name
-#: the hour, its status and provenance.  ``score_fields()`` adds every registered
-#: detector's.
-SCORE_FIELDS: tuple[str, ...] = tuple(
-    name for name in ScoredHour.model_fields if name not in _NOT_SCORED
-)
 
 
 def detector_fields(name: str) -> tuple[str, str]:
@@ -177,21 +172,32 @@ def scored_fields() -> tuple[str, ...]:
     fields of each detector registered in ``app.catalog`` that the model does not declare
     after the declared detectors' ones (before ``detector``).  With the shipped detectors
     these are exactly ``ScoredHour``'s fields."""
+    return _wire_fields(detector_names())[0]
+
+
+def score_fields() -> tuple[str, ...]:
+    """The fields of a scored hour that come from scoring (not naming the hour, its
+    status or provenance), every registered detector's included, in wire order."""
+    return _wire_fields(detector_names())[2]
+
+
+@functools.lru_cache(maxsize=8)
+def _wire_fields(
+    names: tuple[str, ...],
+) -> tuple[tuple[str, ...], frozenset[str], tuple[str, ...]]:
+    """For the registered detectors ``names``: the wire fields in order, as a set, and
+    those that come from scoring (cached: ``scored_hour_json`` runs once a scored hour)."""
     declared = tuple(ScoredHour.model_fields)
     added = tuple(
         field
-        for name in detector_names()
+        for name in names
         for field in detector_fields(name)
         if field not in ScoredHour.model_fields
     )
     cut = declared.index("detector")
-    return declared[:cut] + added + declared[cut:]
-
-
-def score_fields() -> tuple[str, ...]:
-    """The fields of a scored hour that come from scoring: ``SCORE_FIELDS`` and every
-    registered detector's, in wire order."""
-    return tuple(name for name in scored_fields() if name not in _NOT_SCORED)
+    ordered = declared[:cut] + added + declared[cut:]
+    scored = tuple(name for name in ordered if name not in _NOT_SCORED)
+    return ordered, frozenset(ordered), scored
 
 
 def scored_hour_json(record: dict[str, Any]) -> str:
@@ -207,8 +213,8 @@ def scored_hour_json(record: dict[str, Any]) -> str:
     >>> scored_hour_json({"status": "missing", "hour": "2025-03-02T14:00:00Z", "combo": "A"})
     '{"combo":"A","hour":"2025-03-02T14:00:00Z","status":"missing"}'
     """
-    fields = scored_fields()
-    unknown = sorted(set(record) - set(fields))
+    fields, known, _ = _wire_fields(detector_names())
+    unknown = sorted(set(record) - known)
     if unknown:
         raise ValueError(f"fields {unknown} are not in the ScoredHour contract")
     ordered = {name: record[name] for name in fields if name in record}
