@@ -249,11 +249,6 @@ class ValidationSet:
     n_injected_events: int
     copies: int = 1
 
-    def false_alarm_weight(self, timebase: TimeBase, events_per_week: float | None) -> float:
-        """``false_alarm_weight`` of these copies' injected events."""
-        per_copy = self.n_injected_events / max(self.copies, 1)
-        return false_alarm_weight(per_copy, self.n_real, timebase, events_per_week)
-
 
 GAP = 24
 DEFAULT_TIES: Ties = "highest"  # which of equally good validation thresholds to take
@@ -503,13 +498,16 @@ class ThresholdRule:
         """The share of clean validation steps a threshold may flag on ``series``."""
         return flag_share_budget(self.max_flag_share, series.step_seconds, self.max_flags_per_day)
 
-    def choose(
-        self, scores: NDArray[np.float64], vset: ValidationSet, series: ComboSeries
-    ) -> tuple[Any, float]:
-        """The best threshold on ``scores`` (aligned with ``vset``) within the budget, and
-        the false-alarm weight it was chosen with."""
-        fa_weight = vset.false_alarm_weight(series.timebase, self.events_per_week)
-        choice = choose_threshold(
+    def false_alarm_weight(self, vset: ValidationSet, series: ComboSeries) -> float:
+        """How many times a false alarm counts on ``vset``: its injected events per copy
+        against ``events_per_week`` over its span (:func:`false_alarm_weight`)."""
+        per_copy = vset.n_injected_events / max(vset.copies, 1)
+        return false_alarm_weight(per_copy, vset.n_real, series.timebase, self.events_per_week)
+
+    def choose(self, scores: NDArray[np.float64], vset: ValidationSet, series: ComboSeries) -> Any:
+        """The best threshold on ``scores`` (aligned with ``vset``) within the budget."""
+        budget = self.budget(series)
+        return choose_threshold(
             scores,
             vset.labels,
             vset.event_ids,
@@ -518,21 +516,21 @@ class ThresholdRule:
             step_hours=series.step_seconds / 3600,
             min_precision=self.min_precision,
             ties=self.ties,
-            clean=None if self.budget(series) is None else vset.clean,
-            max_flag_share=self.budget(series),
-            false_alarm_weight=fa_weight,
+            clean=None if budget is None else vset.clean,
+            max_flag_share=budget,
+            false_alarm_weight=self.false_alarm_weight(vset, series),
         )
-        return choice, fa_weight
 
-    def record(self, series: ComboSeries, fa_weight: float) -> dict[str, Any]:
+    def record(self, vset: ValidationSet, series: ComboSeries) -> dict[str, Any]:
         """What a decision records of the rule: the budget, and the false-alarm weighting
         where it is not 1 (decisions with the plain event F1 read as before it existed)."""
         out: dict[str, Any] = {
             "alarm_budget": self.budget(series),
             "alarm_budget_per_day": self.max_flags_per_day,
         }
-        if fa_weight != 1.0:
-            out.update(expected_events_per_week=self.events_per_week, false_alarm_weight=fa_weight)
+        weight = self.false_alarm_weight(vset, series)
+        if weight != 1.0:
+            out.update(expected_events_per_week=self.events_per_week, false_alarm_weight=weight)
         return out
 
 
@@ -562,7 +560,7 @@ def calibrate_scores(
     vset = rule.validation_set(score_fn, series)
     calibrator = EmpiricalCalibrator().fit(vset.raw[vset.clean])
     calibrated = calibrator.transform(vset.raw)
-    choice, fa_weight = rule.choose(calibrated, vset, series)
+    choice = rule.choose(calibrated, vset, series)
     real_raw = vset.raw[: vset.n_real]
     finite = real_raw[np.isfinite(real_raw)]
     above = finite[calibrator.transform(finite) > choice.threshold]
@@ -574,7 +572,7 @@ def calibrate_scores(
         "n_injected_copies": rule.copies,
         "ties": rule.ties,
         "calibration_split": "val",
-        **rule.record(series, fa_weight),
+        **rule.record(vset, series),
         "operating_point": choice.operating_point,
     }
     decision = Decision(threshold=float(choice.threshold), calibrator=calibrator, record=record)
@@ -618,7 +616,7 @@ def fit_ensemble(
         calibrated[name] = Decision.from_dict(detector.meta["decision"]).calibrate(vset.raw)
     tried = []
     for candidate in candidate_settings():
-        choice, fa_weight = rule.choose(combine_calibrated(calibrated, candidate), vset, series)
+        choice = rule.choose(combine_calibrated(calibrated, candidate), vset, series)
         tried.append(
             {
                 **candidate,
@@ -635,7 +633,7 @@ def fit_ensemble(
     best: dict[str, Any] = max(tried, key=rank)
     return {
         **best,
-        **rule.record(series, fa_weight),
+        **rule.record(vset, series),
         "objective": rule.objective,
         "chosen_on": "val (real + injected)",
         "candidates": tried,

@@ -105,6 +105,7 @@ def inject_anomalies(
     (3, True)
     """
     x = np.asarray(values, dtype=np.float64)
+    magnitude = {"spike": spike_magnitude, "dip": dip_magnitude}
     _check_injection(
         x,
         rng,
@@ -112,7 +113,7 @@ def inject_anomalies(
         kinds=kinds,
         duration_steps=duration_steps,
         additive_scale=additive_scale,
-        magnitudes={"spike_magnitude": spike_magnitude, "dip_magnitude": dip_magnitude},
+        magnitude=magnitude,
         min_gap_steps=min_gap_steps,
     )
     n = x.shape[0]
@@ -126,7 +127,6 @@ def inject_anomalies(
     new = x.copy()
     labels = np.zeros(n, dtype=bool)
     placed: list[tuple[int, int, str, float]] = []
-    magnitude = {"spike": spike_magnitude, "dip": dip_magnitude}
     for _ in range(n_events):
         event = _draw_event(rng, usable & ~guard, duration_steps, kinds, magnitude)
         if event is None:
@@ -168,7 +168,7 @@ def _check_injection(
     kinds: Sequence[str],
     duration_steps: tuple[int, int],
     additive_scale: float | None,
-    magnitudes: dict[str, tuple[float, float]],
+    magnitude: dict[str, tuple[float, float]],
     min_gap_steps: int,
 ) -> None:
     """Refuse ``inject_anomalies`` options it cannot work with, naming the bad value."""
@@ -186,9 +186,11 @@ def _check_injection(
         raise ContractError(f"duration_steps must satisfy 1 <= lo <= hi, got {duration_steps}")
     if additive_scale is not None and not additive_scale > 0:
         raise ContractError(f"additive_scale must be > 0, got {additive_scale!r}")
-    for name, (lo, hi) in magnitudes.items():
-        if not 0 <= lo <= hi or (name == "dip_magnitude" and hi > 1):
-            raise ContractError(f"{name} must be an ordered range of m >= 0, got {(lo, hi)}")
+    for kind, (lo, hi) in magnitude.items():
+        if not 0 <= lo <= hi or (kind == "dip" and hi > 1):
+            raise ContractError(
+                f"{kind}_magnitude must be an ordered range of m >= 0, got {(lo, hi)}"
+            )
     if min_gap_steps < 0:
         raise ContractError(f"min_gap_steps must be >= 0, got {min_gap_steps}")
 
