@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Literal, NamedTuple
+from typing import Literal
 
 Status = Literal["ready", "warming_up", "missing", "duplicate", "late", "ahead"]
 
@@ -199,9 +199,15 @@ def advance(
     if window < 1:
         raise ValueError(f"window must be >= 1, got {window}")
     emissions: list[Emission] = []
-    cursor = _Cursor(state.last_step, list(state.values), state.run_length)
+    cursor = _Cursor(
+        state.last_step,
+        list(state.values),
+        state.run_length,
+        window,
+        max_gap_steps,
+        max_missing_report,
+    )
     held = state.held
-    limits = (window, max_gap_steps, max_missing_report)
     for row in sorted(rows, key=lambda r: r.step):
         if row.combo != state.combo:
             raise ValueError(f"row for combo {row.combo!r} fed to the state of {state.combo!r}")
@@ -213,7 +219,7 @@ def advance(
             continue
         if held is not None:
             if row.step > held.step:  # the feed went on past the held step: a real jump
-                cursor = _apply(cursor, held, emissions, *limits)
+                cursor.accept(held, emissions)
             else:  # the next row came before it: the held step was a bad timestamp
                 emissions.append(_refuted(held, cursor.last, max_ahead_steps))
             held = None
@@ -221,7 +227,7 @@ def advance(
         if last is not None and max_ahead_steps is not None and row.step - last > max_ahead_steps:
             held = row
         else:
-            cursor = _apply(cursor, row, emissions, *limits)
+            cursor.accept(row, emissions)
     new_state = replace(
         state,
         last_step=cursor.last,
@@ -232,58 +238,49 @@ def advance(
     return new_state, emissions
 
 
-class _Cursor(NamedTuple):
-    """Where one combo's window stands while ``advance`` feeds it rows."""
+@dataclass(slots=True)
+class _Cursor:
+    """Where one combo's window stands while ``advance`` feeds it rows (changed in place)."""
 
     last: int | None  # the newest accepted step
     values: list[float]  # at most ``window``, oldest first, NaN = missing
     run: int  # steps since the last reset (not capped at ``window``)
+    window: int
+    max_gap_steps: int
+    max_missing_report: int
 
-
-def _apply(
-    cursor: _Cursor,
-    row: StepCount,
-    emissions: list[Emission],
-    window: int,
-    max_gap_steps: int,
-    max_missing_report: int,
-) -> _Cursor:
-    """Accept ``row`` (a step after ``cursor.last``): report the gap before it as ``missing``
-    (bridged with NaN, or a reset when longer than ``max_gap_steps``), append its value and
-    emit its ``ready``/``warming_up`` status; add both to ``emissions``.
-
-    Returns
-    -------
-    _Cursor
-        The cursor after ``row``; ``cursor.values`` (``advance``'s own working list) is
-        extended in place on the way, so only the returned cursor is to be used.
-    """
-    last, values, run = cursor
-    if last is not None:
-        gap = row.step - last - 1
-        for k in range(min(gap, max_missing_report)):
-            emissions.append(Emission(row.combo, last + 1 + k, "missing", None))
-        if gap > max_gap_steps:
-            values, run = [], 0
-        else:
-            values.extend([math.nan] * gap)
-            run += gap
-    values.append(float(row.count))
-    values = values[-window:]
-    run += 1
-    status: Status = "ready" if run >= window else "warming_up"
-    emissions.append(
-        Emission(
-            row.combo,
-            row.step,
-            status,
-            row.count,
-            tuple(values) if status == "ready" else None,
-            ref=row.ref,
-            source=row.source,
+    def accept(self, row: StepCount, emissions: list[Emission]) -> None:
+        """Accept ``row`` (a step after ``last``): report the gap before it as ``missing``
+        (bridged with NaN, or a reset when longer than ``max_gap_steps``), append its value
+        and emit its ``ready``/``warming_up`` status; add both to ``emissions``."""
+        last = self.last
+        if last is not None:
+            gap = row.step - last - 1
+            for k in range(min(gap, self.max_missing_report)):
+                emissions.append(Emission(row.combo, last + 1 + k, "missing", None))
+            if gap > self.max_gap_steps:
+                self.values, self.run = [], 0
+            else:
+                self.values.extend([math.nan] * gap)
+                self.run += gap
+        values = self.values
+        values.append(float(row.count))
+        if len(values) > self.window:  # trimmed in place: no copy of the window per row
+            del values[: len(values) - self.window]
+        self.run += 1
+        self.last = row.step
+        status: Status = "ready" if self.run >= self.window else "warming_up"
+        emissions.append(
+            Emission(
+                row.combo,
+                row.step,
+                status,
+                row.count,
+                tuple(values) if status == "ready" else None,
+                ref=row.ref,
+                source=row.source,
+            )
         )
-    )
-    return _Cursor(row.step, values, run)
 
 
 def _repeat_status(step: int, last: int | None, held: StepCount | None) -> Status | None:
